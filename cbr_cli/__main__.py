@@ -1,0 +1,3 @@
+from cbr_cli.cli import main
+
+main()

@@ -1,0 +1,291 @@
+"""Conv2d, BatchNorm and (Leaky)ReLU on numpy arrays, with ``torch.nn.functional`` semantics.
+
+Importable on its own: numpy (and, lazily, ``scipy.fft``) only — no typer, rich or Pillow.
+
+Dtype policy (:func:`as_float`): float32 in → float32 out, float64 stays float64,
+everything else (integers, bool, float16) is computed in float32.
+
+Every invalid argument raises :class:`cbr_cli.errors.CbrError` naming the parameter
+and the bad value.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cbr_cli._convolve import choose_method, conv2d_direct, conv2d_fft
+from cbr_cli.errors import CbrError
+from cbr_cli.shapes import IntOrPair, Padding, conv2d_geometry
+
+__all__ = ["as_float", "batch_norm", "conv2d", "leaky_relu", "relu"]
+
+METHODS = ("auto", "direct", "fft")
+# PyTorch padding_mode -> numpy.pad mode.  PyTorch "reflect" excludes the edge
+# sample (SciPy calls that "mirror"); numpy's "reflect" is the same thing.
+_NP_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+
+def as_float(array: object, name: str = "input") -> np.ndarray:
+    """Apply cbr's dtype policy: float32/float64 kept, anything else real → float32.
+
+    Raises
+    ------
+    CbrError
+        For complex or non-numeric data.
+    """
+    a = np.asarray(array)
+    if a.dtype in (np.float32, np.float64):
+        return a
+    if a.dtype.kind in "biuf":
+        return a.astype(np.float32)
+    raise CbrError(f"{name} must be a real numeric array, but got dtype {a.dtype}")
+
+
+def _check_finite(a: np.ndarray, name: str) -> None:
+    if not np.isfinite(a).all():
+        raise CbrError(f"{name} contains NaN or inf values")
+
+
+def conv2d(
+    input: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None = None,
+    stride: IntOrPair = 1,
+    padding: Padding = 0,
+    dilation: IntOrPair = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    *,
+    method: str = "auto",
+) -> np.ndarray:
+    """2-D cross-correlation, as ``torch.nn.functional.conv2d`` (plus ``padding_mode``).
+
+    Parameters
+    ----------
+    input : ndarray of shape (N, C_in, H, W) or (C_in, H, W)
+    weight : ndarray of shape (C_out, C_in / groups, kH, kW)
+        OIHW, as PyTorch stores it; applied without flipping (cross-correlation).
+    bias : ndarray of shape (C_out,), optional
+    stride, dilation : int or (int, int)
+    padding : int, (int, int), ``"valid"``, ``"same"`` or ``"full"``
+        See :mod:`cbr_cli.shapes`; ``"same"`` with stride > 1 follows TensorFlow.
+    groups : int
+        Must divide both C_in and C_out.
+    padding_mode : ``"zeros"``, ``"reflect"``, ``"replicate"`` or ``"circular"``
+        As ``torch.nn.Conv2d``: ``reflect`` mirrors without repeating the edge.
+    method : ``"auto"``, ``"direct"`` or ``"fft"``
+        ``auto`` picks by a cost model; the others force an engine (tests, benchmarks).
+
+    Returns
+    -------
+    ndarray of shape (N, C_out, H_out, W_out), or (C_out, H_out, W_out) for 3-D input
+        ``H_out = floor((H + top + bottom - dilation[0]*(kH-1) - 1) / stride[0] + 1)``,
+        likewise ``W_out``; dtype per :func:`as_float`.
+    """
+    x = as_float(input, "input")
+    if x.ndim not in (3, 4):
+        raise CbrError(
+            f"input must have shape (N, C_in, H, W) or (C_in, H, W), but got shape {x.shape}"
+        )
+    unbatched = x.ndim == 3
+    if unbatched:
+        x = x[None]
+    w = np.asarray(weight)
+    if w.ndim != 4:
+        raise CbrError(
+            f"weight must have shape (C_out, C_in/groups, kH, kW), but got shape {w.shape}"
+        )
+    w = as_float(w, "weight").astype(x.dtype, copy=False)
+    _check_finite(w, "weight")
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise CbrError(f"groups must be a positive int, but got groups={groups!r}")
+    n_batch, c_in, height, width = x.shape
+    c_out = w.shape[0]
+    if c_in % groups:
+        raise CbrError(
+            f"groups must divide the input channels, but got groups={groups} for {c_in} channels"
+        )
+    if c_out % groups:
+        raise CbrError(
+            f"groups must divide out_channels, but got groups={groups} for {c_out} out channels"
+        )
+    if w.shape[1] * groups != c_in:
+        raise CbrError(
+            f"weight of shape {w.shape} expects {w.shape[1] * groups} input channels "
+            f"(weight.shape[1]={w.shape[1]} x groups={groups}), but input has {c_in} channels"
+        )
+    b = None
+    if bias is not None:
+        b = as_float(bias, "bias").astype(x.dtype, copy=False)
+        if b.shape != (c_out,):
+            raise CbrError(f"bias must have shape ({c_out},), but got shape {b.shape}")
+        _check_finite(b, "bias")
+    if method not in METHODS:
+        raise CbrError(f"method must be one of {list(METHODS)}, but got method={method!r}")
+
+    geo = conv2d_geometry((height, width), w.shape[2:], stride, padding, dilation, padding_mode)
+    xp = _pad(x, geo.padding, padding_mode)
+    out = np.empty((n_batch, c_out, *geo.out_hw), dtype=x.dtype)
+    if method == "auto":
+        method = choose_method(n_batch, c_in, c_out, groups, w.shape[2:], geo)
+    engine = conv2d_fft if method == "fft" else conv2d_direct
+    engine(xp, w, geo, groups, out)
+    if b is not None:
+        out += b.reshape(1, c_out, 1, 1)
+    return out[0] if unbatched else out
+
+
+def _pad(x: np.ndarray, padding: tuple[int, int, int, int], padding_mode: str) -> np.ndarray:
+    top, bottom, left, right = padding
+    if not any(padding):
+        return np.ascontiguousarray(x)
+    return np.pad(
+        x, ((0, 0), (0, 0), (top, bottom), (left, right)), mode=_NP_PAD_MODE[padding_mode]
+    )
+
+
+def _channel_param(value: object, name: str, channels: int, dtype: np.dtype) -> np.ndarray | None:
+    if value is None:
+        return None
+    a = as_float(value, name)
+    if a.shape != (channels,):
+        raise CbrError(f"{name} must have shape ({channels},), but got shape {a.shape}")
+    _check_finite(a, name)
+    return a.astype(dtype, copy=False)
+
+
+def batch_norm(
+    input: np.ndarray,
+    running_mean: np.ndarray | None,
+    running_var: np.ndarray | None,
+    weight: np.ndarray | None = None,
+    bias: np.ndarray | None = None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> np.ndarray:
+    """Batch normalisation, as ``torch.nn.functional.batch_norm``.
+
+    ``y = (x - mean) / sqrt(var + eps) * weight + bias`` per channel, where
+
+    * ``training=True`` (or no running stats given): ``mean``/``var`` are the batch's
+      mean and **biased** variance over (N, H, W), computed in two passes; if running
+      stats are given they are updated **in place**:
+      ``running = (1 - momentum) * running + momentum * batch_stat`` using the
+      **unbiased** variance ``var * n / (n - 1)``.
+    * ``training=False``: ``mean``/``var`` are ``running_mean``/``running_var``.
+
+    Parameters
+    ----------
+    input : ndarray of shape (N, C, ...) — usually (N, C, H, W)
+    running_mean, running_var : ndarray of shape (C,) or None
+        Updated in place when ``training``; must then be float arrays.
+    weight, bias : ndarray of shape (C,), optional
+        Affine parameters (gamma, beta); default 1 and 0.
+    training : bool
+    momentum : float in [0, 1]
+    eps : float > 0
+
+    Returns
+    -------
+    ndarray of the shape of ``input``, dtype per :func:`as_float`.
+    """
+    x = as_float(input, "input")
+    if x.ndim < 2:
+        raise CbrError(f"input must have shape (N, C, ...), but got shape {x.shape}")
+    channels = x.shape[1]
+    if not (isinstance(eps, (int, float)) and eps > 0 and np.isfinite(eps)):
+        raise CbrError(f"eps must be a positive number, but got eps={eps!r}")
+    if not (isinstance(momentum, (int, float)) and 0.0 <= momentum <= 1.0):
+        raise CbrError(f"momentum must be a number in [0, 1], but got momentum={momentum!r}")
+    if (running_mean is None) != (running_var is None):
+        raise CbrError("running_mean and running_var must be given together (or both None)")
+    rm = _channel_param(running_mean, "running_mean", channels, x.dtype)
+    rv = _channel_param(running_var, "running_var", channels, x.dtype)
+    if rv is not None and (rv < 0).any():
+        raise CbrError(f"running_var must be non-negative, but got min {float(rv.min())}")
+    gamma = _channel_param(weight, "weight", channels, x.dtype)
+    beta = _channel_param(bias, "bias", channels, x.dtype)
+
+    use_batch_stats = training or rm is None
+    if use_batch_stats:
+        count = x.size // channels
+        if training and count <= 1:
+            raise CbrError(
+                f"batch_norm in training mode needs more than 1 value per channel, "
+                f"but got input shape {x.shape}"
+            )
+        mean, var = channel_mean_var(x)
+        if training and rm is not None:
+            _update_running(running_mean, running_var, mean, var, count, momentum)
+    else:
+        mean, var = rm.astype(np.float64), rv.astype(np.float64)
+
+    scale = 1.0 / np.sqrt(var + eps)
+    if gamma is not None:
+        scale = scale * gamma
+    shape = (1, channels) + (1,) * (x.ndim - 2)
+    out = np.subtract(x, mean.astype(x.dtype).reshape(shape))
+    out *= scale.astype(x.dtype).reshape(shape)
+    if beta is not None:
+        out += beta.reshape(shape)
+    return out
+
+
+def _update_running(
+    running_mean: object,
+    running_var: object,
+    mean: np.ndarray,
+    var: np.ndarray,
+    count: int,
+    momentum: float,
+) -> None:
+    if not (isinstance(running_mean, np.ndarray) and isinstance(running_var, np.ndarray)):
+        raise CbrError("running_mean and running_var must be numpy arrays to be updated in place")
+    for name, buf in (("running_mean", running_mean), ("running_var", running_var)):
+        if buf.dtype.kind != "f" or not buf.flags.writeable:
+            raise CbrError(f"{name} must be a writeable float array to be updated in place")
+    unbiased = var * (count / (count - 1)) if count > 1 else var
+    running_mean[...] = (1.0 - momentum) * running_mean + momentum * mean
+    running_var[...] = (1.0 - momentum) * running_var + momentum * unbiased
+
+
+def channel_mean_var(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and biased variance of ``x`` (N, C, ...) over every axis but 1.
+
+    Two passes (mean, then sum of squared deviations), accumulated in float64, one
+    (sample, channel) plane at a time so the temporary stays plane-sized.
+
+    Returns
+    -------
+    mean, var : ndarray of shape (C,), float64
+    """
+    planes = x.reshape(x.shape[0], x.shape[1], -1)
+    count = planes.shape[0] * planes.shape[2]
+    mean = planes.sum(axis=(0, 2), dtype=np.float64) / count
+    m2 = np.zeros(x.shape[1], dtype=np.float64)
+    for n in range(planes.shape[0]):
+        for c in range(planes.shape[1]):
+            d = planes[n, c] - x.dtype.type(mean[c])
+            m2[c] += np.dot(d.astype(np.float64, copy=False), d.astype(np.float64, copy=False))
+    return mean, m2 / count
+
+
+def relu(input: np.ndarray, inplace: bool = False) -> np.ndarray:
+    """``max(x, 0)`` elementwise, as ``torch.nn.functional.relu`` (NaN propagates)."""
+    x = as_float(input, "input")
+    return np.maximum(x, 0, out=x if inplace else None)
+
+
+def leaky_relu(
+    input: np.ndarray, negative_slope: float = 0.01, inplace: bool = False
+) -> np.ndarray:
+    """``x if x > 0 else negative_slope * x``, as ``torch.nn.functional.leaky_relu``."""
+    x = as_float(input, "input")
+    if not isinstance(negative_slope, (int, float)) or not np.isfinite(negative_slope):
+        raise CbrError(f"negative_slope must be a finite number, but got {negative_slope!r}")
+    out = x if inplace else np.empty_like(x)
+    np.multiply(x, x.dtype.type(negative_slope), out=out, where=x < 0)
+    if not inplace:
+        np.copyto(out, x, where=~(x < 0))
+    return out
