@@ -228,7 +228,8 @@ def conv2d_geometry(
     dl = pair(dilation, "dilation")
     if padding_mode not in PADDING_MODES:
         raise CbrError(
-            f"padding_mode must be one of {list(PADDING_MODES)}, but got padding_mode={padding_mode!r}"
+            f"padding_mode must be one of {list(PADDING_MODES)}, "
+            f"but got padding_mode={padding_mode!r}"
         )
     (top, bottom), (left, right) = resolve_padding(padding, ks, st, dl, size_in)
     geo = ConvGeometry(
