@@ -1,0 +1,236 @@
+"""Writing files: PNG, ``.npy`` and JSON, every one atomically.
+
+This is the only module that writes files. It decides how bytes reach the disk, never
+names or layout.
+
+Atomicity: data goes to a new temporary file in the destination's directory (named
+``.<name>.<random>.tmp``), is flushed and ``fsync``-ed, and then ``os.replace``-d over
+the destination. A reader sees the old file or the complete new one, never a partial one; on
+any failure (including an exception raised by the caller inside :func:`atomic_writer`) the
+temporary file is removed and an existing destination is left untouched. The new file
+gets the permissions an ordinary ``open()`` would give it (``0o666`` minus the umask), or
+keeps those of the file it replaces.
+
+Errors from the operating system (missing or non-directory parent, permission denied,
+disk full, destination is a directory) become :class:`~cbr_cli.errors.CbrError` naming
+the path, with exit code 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import math
+import os
+import secrets
+import stat
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from cbr_cli.errors import CbrError
+
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_writer",
+    "ensure_dir",
+    "to_jsonable",
+    "write_json",
+    "write_npy",
+    "write_png",
+]
+
+PathLike = str | os.PathLike[str]
+
+
+def _os_error(action: str, path: Path, exc: OSError) -> CbrError:
+    reason = exc.strerror or str(exc)
+    return CbrError(f"cannot {action} {path}: {reason}", exit_code=1)
+
+
+def _create_temp(dest: Path) -> tuple[int, str]:
+    """Create ``.<name>.<random>.tmp`` next to ``dest``; return its descriptor and path.
+
+    Unlike ``tempfile.mkstemp`` (always mode 0o600) this creates the file as ``open()``
+    would, 0o666 minus the umask, without reading the process-wide umask.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = os.path.join(dest.parent, f".{dest.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary file name", str(dest.parent))
+
+
+def _existing_mode(path: Path) -> int | None:
+    """Permission bits of the regular file at ``path``, or None if there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return stat.S_IMODE(st.st_mode) if stat.S_ISREG(st.st_mode) else None
+
+
+def _remove_quietly(path: str) -> None:
+    # Cleanup after a failure that is already being reported: a second error here
+    # (the file is already gone, the directory became unwritable) must not mask it.
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def ensure_dir(path: PathLike) -> Path:
+    """Create directory ``path`` and its parents if missing; return it as a Path.
+
+    Raises
+    ------
+    CbrError
+        ``path`` or one of its parents exists and is not a directory, or permission denied.
+    """
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise CbrError(f"cannot create directory {p}: a file is in the way", exit_code=1) from None
+    except OSError as exc:
+        raise _os_error("create directory", p, exc) from exc
+    return p
+
+
+@contextlib.contextmanager
+def atomic_writer(path: PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open a temporary file that replaces ``path`` when the ``with`` block succeeds.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The destination; its directory must exist.
+    mode : {"wb", "w"}
+        Binary, or text (UTF-8, ``\\n`` line endings).
+
+    Raises
+    ------
+    CbrError
+        Any OS error while creating, writing or replacing (naming ``path``). Other
+        exceptions from the block propagate unchanged; the destination is untouched.
+    """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"mode must be 'wb' or 'w', but got mode={mode!r}")
+    dest = Path(path)
+    try:
+        fd, tmp = _create_temp(dest)
+    except OSError as exc:
+        raise _os_error("write", dest, exc) from exc
+    text_options = {} if mode == "wb" else {"encoding": "utf-8", "newline": "\n"}
+    done = False
+    try:
+        with os.fdopen(fd, mode, **text_options) as handle:
+            existing_mode = _existing_mode(dest)
+            if existing_mode is not None and hasattr(os, "fchmod"):
+                os.fchmod(handle.fileno(), existing_mode)  # a replaced file keeps its mode
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, dest)
+        done = True
+    except OSError as exc:
+        raise _os_error("write", dest, exc) from exc
+    finally:
+        if not done:
+            _remove_quietly(tmp)
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_writer`)."""
+    with atomic_writer(path, "wb") as f:
+        f.write(data)
+
+
+def write_png(
+    path: PathLike,
+    image: np.ndarray,
+    text: Mapping[str, str | int | float] | None = None,
+) -> None:
+    """Encode ``image`` as PNG at ``path``, with ``text`` as metadata chunks.
+
+    Parameters
+    ----------
+    image : ndarray of shape (H, W, 3) or (H, W), uint8
+        RGB, or greyscale.
+    text : mapping of str to str, int or float, optional
+        Stored as ``tEXt`` chunks (``iTXt`` when a value is not Latin-1); numbers are
+        written with ``str()``, which round-trips floats. Keys: 1-79 printable ASCII characters.
+        Pillow reads them back as ``Image.open(path).text``.
+    """
+    from PIL import Image, PngImagePlugin
+
+    a = np.asarray(image)
+    if a.dtype != np.uint8 or not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)):
+        raise ValueError(f"image must be uint8 (H, W, 3) or (H, W), but got {a.dtype} {a.shape}")
+    info = PngImagePlugin.PngInfo()
+    for key, value in (text or {}).items():
+        if not (1 <= len(key) <= 79 and key.isprintable() and key.isascii()):
+            raise ValueError(f"PNG text keys must be 1-79 printable ASCII characters: {key!r}")
+        value = str(value)
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            info.add_itxt(key, value)
+        else:
+            info.add_text(key, value)
+    picture = Image.fromarray(np.ascontiguousarray(a))
+    with atomic_writer(path, "wb") as f:
+        picture.save(f, format="PNG", pnginfo=info)
+
+
+def write_npy(path: PathLike, array: np.ndarray) -> None:
+    """Save ``array`` in NumPy ``.npy`` format at ``path`` (no pickled objects)."""
+    with atomic_writer(path, "wb") as f:
+        np.save(f, np.asarray(array), allow_pickle=False)
+
+
+def to_jsonable(obj: object) -> object:
+    """``obj`` with numpy scalars/arrays and tuples made plain, and NaN/inf made ``None``.
+
+    JSON has no NaN or infinity (``json.dumps`` would write the invalid tokens ``NaN`` and
+    ``Infinity``); statistics of a map with non-finite values therefore read ``null``.
+
+    Raises
+    ------
+    TypeError
+        A value that JSON cannot represent, or a non-string dict key.
+    """
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return to_jsonable(obj.item())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    if isinstance(obj, Mapping):
+        out = {}
+        for key, value in obj.items():
+            if not isinstance(key, str):
+                raise TypeError(f"JSON object keys must be str, but got {key!r}")
+            out[key] = to_jsonable(value)
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    raise TypeError(f"cannot write {type(obj).__name__} to JSON: {obj!r}")
+
+
+def write_json(path: PathLike, obj: object) -> None:
+    """Write ``obj`` as JSON at ``path``: UTF-8, sorted keys, indent 2, trailing newline.
+
+    NaN and infinities are written as ``null`` (see :func:`to_jsonable`).
+    """
+    text = json.dumps(
+        to_jsonable(obj), sort_keys=True, indent=2, allow_nan=False, ensure_ascii=False
+    )
+    with atomic_writer(path, "w") as f:
+        f.write(text + "\n")
