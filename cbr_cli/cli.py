@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import TypeVar
+from pathlib import Path
+from typing import Annotated, Optional, TypeVar
 
 import typer
 
 from cbr_cli import __version__
+from cbr_cli import cli_options as opt
 from cbr_cli.errors import CbrError
 
 app = typer.Typer(
@@ -49,6 +51,173 @@ def _main(
     ),
 ) -> None:
     """See what Conv -> BatchNorm -> ReLU does to a real image."""
+
+
+# ------------------------------------------------------------------------ apply
+
+Images = Annotated[
+    list[Path],
+    typer.Argument(help="Image files (PNG, JPEG, TIFF, BMP, WebP, GIF). Several form a batch."),
+]
+
+
+@app.command()
+def apply(
+    images: Images,
+    config: opt.Config = None,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output folder.", file_okay=False)
+    ] = Path("cbr-out"),
+    out_channels: opt.OutChannels = None,
+    kernel: opt.Kernel = None,
+    kernel_size: opt.KernelSize = None,
+    stride: opt.Stride = None,
+    padding: opt.Padding = None,
+    padding_mode: opt.PaddingMode = None,
+    dilation: opt.Dilation = None,
+    groups: opt.Groups = None,
+    bias: opt.Bias = None,
+    init: opt.Init = None,
+    seed: opt.Seed = None,
+    bn: opt.BNMode = None,
+    eps: opt.Eps = None,
+    momentum: opt.Momentum = None,
+    activation: opt.Activation = None,
+    negative_slope: opt.NegativeSlope = None,
+    color: opt.Color = None,
+    colormap: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Colormap for every map: rdbu, coolwarm, viridis, magma, gray, ... "
+            "(default: diverging for signed maps, sequential after ReLU)."
+        ),
+    ] = None,
+    normalize: Annotated[
+        str, typer.Option(help="Colour range per-channel, per-stage or global.")
+    ] = "per-stage",
+    save_npy: Annotated[
+        bool, typer.Option("--save-npy", help="Also save raw float32 arrays (C, H, W) as .npy.")
+    ] = False,
+    channel_pngs: Annotated[
+        bool,
+        typer.Option("--channel-pngs/--no-channel-pngs", help="Write one PNG per channel."),
+    ] = True,
+    resize: Annotated[
+        Optional[str], typer.Option(help="Resize every image to HxW first (bicubic).")
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print statistics and written paths as JSON on stdout.")
+    ] = False,
+) -> None:
+    """Run images through Conv -> BN -> activation; write feature-map PNGs and statistics.
+
+    With no -c and no layer flags, runs a demonstration: the 'demo' kernel bank
+    (identity, blur, sharpen, emboss, Sobel, Laplacian, LoG) -> batch-stat BN -> ReLU.
+    """
+    flags = opt.layer_flags(
+        out_channels=out_channels, kernel=kernel, kernel_size=kernel_size, stride=stride,
+        padding=padding, padding_mode=padding_mode, dilation=dilation, groups=groups, bias=bias,
+        init=init, seed=seed, bn=bn, eps=eps, momentum=momentum, activation=activation,
+        negative_slope=negative_slope, color=color,
+    )  # fmt: skip
+
+    def body() -> None:
+        from cbr_cli.apply import ApplyOptions, run_apply
+        from cbr_cli.flags import build_spec
+
+        spec = build_spec(config, flags)
+        options = ApplyOptions(
+            out_dir=str(out),
+            colormap=_check_colormap(colormap),
+            normalize=_check_normalize(normalize),
+            save_npy=save_npy,
+            channel_pngs=channel_pngs,
+            resize=_parse_size(resize, "--resize") if resize else None,
+        )
+        _print_apply(run_apply([str(p) for p in images], spec, options), json_output)
+
+    _run(body)
+
+
+def _check_colormap(name: str | None) -> str | None:
+    if name is None:
+        return None
+    from cbr_cli import render
+
+    if name.lower() not in render.COLORMAPS:
+        raise CbrError(f"--colormap: expected one of {list(render.COLORMAPS)} (got {name!r})")
+    return name.lower()
+
+
+def _check_normalize(value: str) -> str:
+    choices = ("per-channel", "per-stage", "global")
+    if value not in choices:
+        raise CbrError(f"--normalize: expected one of {list(choices)} (got {value!r})")
+    return value
+
+
+def _parse_size(text: str, flag: str) -> tuple[int, int]:
+    parts = text.lower().replace(",", "x").split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise CbrError(f"{flag}: expected HxW with positive integers, e.g. 512x512 (got {text!r})")
+    return int(parts[0]), int(parts[1])
+
+
+def _print_apply(result: object, json_output: bool) -> None:
+    import json
+
+    from rich.console import Console
+
+    from cbr_cli.output import to_jsonable
+    from cbr_cli.report_stats import stats_tables
+
+    data = result.to_dict()  # type: ignore[attr-defined]
+    if json_output:
+        sys.stdout.write(json.dumps(to_jsonable(data), indent=2, allow_nan=False) + "\n")
+        console = Console(stderr=True)
+        if not console.is_terminal:
+            return
+    else:
+        console = Console()
+    for image in data["images"]:
+        for table in stats_tables(image):
+            console.print(table)
+    console.print(f"wrote {len(data['images'])} image folder(s) and {data['manifest']}")
+
+
+# ---------------------------------------------------------------------- kernels
+
+
+@app.command()
+def kernels(
+    names: Annotated[
+        Optional[list[str]], typer.Argument(help="Kernels or sets to show (default: all).")
+    ] = None,
+) -> None:
+    """List the built-in kernel bank (cross-correlation kernels) with a small preview."""
+
+    def body() -> None:
+        from rich.console import Console
+
+        from cbr_cli import kernels as bank
+        from cbr_cli.report_stats import kernels_table
+
+        specs = bank.expand_names(names) if names else bank.kernel_names()
+        rows = []
+        for spec in specs:
+            k = bank.get_kernel(spec)
+            rows.append(
+                (spec, f"{k.shape[0]}x{k.shape[1]}", bank.describe(spec), bank.preview_ascii(k))
+            )
+        console = Console()
+        console.print(kernels_table(rows))
+        if not names:
+            sets = ", ".join(f"{s} ({len(bank.kernel_set(s))})" for s in bank.set_names())
+            console.print(
+                f"Sets: {sets}. Use a name with -k/--kernel or in a config's kernels: list."
+            )
+
+    _run(body)
 
 
 def main() -> None:

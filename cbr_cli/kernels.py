@@ -253,7 +253,7 @@ KERNEL_SETS: dict[str, tuple[str, ...]] = {
         "sobel_x",
         "sobel_y",
         "laplacian4",
-        "log",
+        "log:5:0.8",
     ),
 }
 """Named groups of kernels (members are kernel specs), in display order."""

@@ -11,6 +11,8 @@ and the bad value.
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from cbr_cli._convolve import choose_method, conv2d_direct, conv2d_fft
@@ -39,6 +41,11 @@ def as_float(array: object, name: str = "input") -> np.ndarray:
     if a.dtype.kind in "biuf":
         return a.astype(np.float32)
     raise CbrError(f"{name} must be a real numeric array, but got dtype {a.dtype}")
+
+
+def _is_real(value: object) -> bool:
+    """Python or numpy real scalar (``np.float32(0.1)`` counts, as torch accepts it)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _check_finite(a: np.ndarray, name: str) -> None:
@@ -194,9 +201,9 @@ def batch_norm(
     if x.ndim < 2:
         raise CbrError(f"input must have shape (N, C, ...), but got shape {x.shape}")
     channels = x.shape[1]
-    if not (isinstance(eps, (int, float)) and eps > 0 and np.isfinite(eps)):
+    if not (_is_real(eps) and eps > 0 and np.isfinite(eps)):
         raise CbrError(f"eps must be a positive number, but got eps={eps!r}")
-    if not (isinstance(momentum, (int, float)) and 0.0 <= momentum <= 1.0):
+    if not (_is_real(momentum) and 0.0 <= momentum <= 1.0):
         raise CbrError(f"momentum must be a number in [0, 1], but got momentum={momentum!r}")
     if (running_mean is None) != (running_var is None):
         raise CbrError("running_mean and running_var must be given together (or both None)")
@@ -282,7 +289,7 @@ def leaky_relu(
 ) -> np.ndarray:
     """``x if x > 0 else negative_slope * x``, as ``torch.nn.functional.leaky_relu``."""
     x = as_float(input, "input")
-    if not isinstance(negative_slope, (int, float)) or not np.isfinite(negative_slope):
+    if not _is_real(negative_slope) or not np.isfinite(negative_slope):
         raise CbrError(f"negative_slope must be a finite number, but got {negative_slope!r}")
     out = x if inplace else np.empty_like(x)
     np.multiply(x, x.dtype.type(negative_slope), out=out, where=x < 0)
