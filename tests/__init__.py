@@ -1,0 +1,1 @@
+"""cbr test suite (a package so helpers import as ``tests.reference``)."""

@@ -1,0 +1,39 @@
+"""``cbr_cli.ops`` is the numerical core: importing it must not pull in the CLI's stack.
+
+Run in a fresh interpreter (``sys.executable``), since this test process has long since
+imported everything.  ``scipy.signal`` is banned too: it costs ~0.8 s of start-up and
+the engines need only ``scipy.fft``, which ``ops`` imports lazily.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+FORBIDDEN = ("typer", "rich", "PIL", "yaml", "scipy.signal", "click")
+
+
+def test_import_ops_pulls_in_no_cli_modules() -> None:
+    code = (
+        "import json, sys\n"
+        "import cbr_cli.ops\n"
+        f"forbidden = {FORBIDDEN!r}\n"
+        "loaded = sorted(name for name in sys.modules\n"
+        "    if any(name == f or name.startswith(f + '.') for f in forbidden))\n"
+        "print(json.dumps({'ops': cbr_cli.ops.__file__, 'forbidden': loaded}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        cwd=REPO,  # so the checkout's cbr_cli is the one imported
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert Path(report["ops"]).resolve() == REPO / "cbr_cli" / "ops.py"
+    assert report["forbidden"] == []
