@@ -324,11 +324,17 @@ def _write_image(
         for c in range(data.shape[0]):
             vmin, vmax = stage_ranges[c]
             if options.channel_pngs:
-                rgb = render.colorize(data[c], vmin, vmax, cmap)
-                tiles.append(rgb[::step, ::step])
+                index, nan = render.color_index(data[c], vmin, vmax)
                 path = folder / f"{base}_c{c:0{digits}d}.png"
                 meta = _png_text(result, c, labels[c], vmin, vmax, cmap.name)
-                submit(write_png, path, rgb, meta)
+                if nan is None:  # indexed-colour PNG: a third of the bytes to compress
+                    tiles.append(np.take(cmap.lut, index[::step, ::step], axis=0))
+                    submit(write_png, path, index, meta, cmap.lut)
+                else:
+                    rgb = np.take(cmap.lut, index, axis=0)
+                    rgb[nan] = render.NAN_COLOR
+                    tiles.append(rgb[::step, ::step])
+                    submit(write_png, path, rgb, meta)
                 channel_files.append(str(path))
             else:
                 tiles.append(render.colorize(data[c, ::step, ::step], vmin, vmax, cmap))

@@ -159,6 +159,7 @@ def write_png(
     path: PathLike,
     image: np.ndarray,
     text: Mapping[str, str | int | float] | None = None,
+    palette: np.ndarray | None = None,
 ) -> None:
     """Encode ``image`` as PNG at ``path``, with ``text`` as metadata chunks.
 
@@ -170,6 +171,9 @@ def write_png(
         Stored as ``tEXt`` chunks (``iTXt`` when a value is not Latin-1); numbers are
         written with ``str()``, which round-trips floats. Keys: 1-79 printable ASCII characters.
         Pillow reads them back as ``Image.open(path).text``.
+    palette : ndarray of shape (256, 3), uint8, optional
+        With a 2-D ``image`` of indices: an indexed-colour PNG (one byte per pixel,
+        about 3x faster to encode and smaller than RGB; viewers show the same colours).
     """
     from PIL import Image, PngImagePlugin
 
@@ -187,7 +191,16 @@ def write_png(
             info.add_itxt(key, value)
         else:
             info.add_text(key, value)
-    picture = Image.fromarray(np.ascontiguousarray(a))
+    if palette is None:
+        picture = Image.fromarray(np.ascontiguousarray(a))
+    else:
+        lut = np.asarray(palette, dtype=np.uint8)
+        if a.ndim != 2 or lut.shape != (256, 3):
+            raise ValueError(
+                f"a palette needs (H, W) indices and (256, 3) colours, got {lut.shape}"
+            )
+        picture = Image.frombytes("P", (a.shape[1], a.shape[0]), np.ascontiguousarray(a).tobytes())
+        picture.putpalette(lut.tobytes())
     # compress_level 1: ~4x faster to encode than Pillow's default 6 for ~25% larger
     # files (measured on a 1024x1024 feature map: 0.10 s vs 0.38 s, 1.26 MB vs 1.00 MB).
     # Feature maps are bulk output: no fsync (a killed process still leaves old or new).

@@ -1,0 +1,59 @@
+"""Where does a full `cbr apply` spend its time?
+
+A 1024x1024 RGB photo (samples/astronaut.png upscaled) through one 16-channel block
+(k3, same, batch BN, ReLU), all outputs written (per-channel PNGs, grids, npy).
+Prints the phase breakdown that `run_apply` records, median over --repeat runs.
+
+    python benchmarks/bench_apply.py [--repeat 3] [--no-npy]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cbr_cli.apply import ApplyOptions, run_apply
+from cbr_cli.flags import LayerFlags, build_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-npy", action="store_true")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        photo = Path(tmp) / "astronaut1024.png"
+        Image.open(ROOT / "samples" / "astronaut.png").resize((1024, 1024)).save(photo)
+        spec = build_spec(None, LayerFlags(out_channels=16, padding="same", bn="batch"))
+        runs: list[dict[str, float]] = []
+        for i in range(args.repeat):
+            options = ApplyOptions(out_dir=f"{tmp}/out{i}", save_npy=not args.no_npy)
+            start = time.perf_counter()
+            result = run_apply([str(photo)], spec, options)
+            total = time.perf_counter() - start
+            runs.append({**result.timings, "total": total})
+    phases = list(runs[0])
+    medians = {p: statistics.median(r[p] for r in runs) for p in phases}
+    total = medians["total"]
+    print(f"cbr apply, 3x1024x1024 -> 16 (k3 same, BN batch, ReLU), median of {args.repeat}")
+    for phase in phases:
+        share = 100 * medians[phase] / total
+        print(f"  {phase:<8} {medians[phase]:7.3f} s  {share:5.1f}%")
+    print("  (render = colouring + montage on the main thread; write = waiting for the PNG/npy")
+    print("   encoder threads after rendering; encoding overlaps rendering)")
+    return 0
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    sys.exit(main())
