@@ -24,6 +24,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 T = TypeVar("T")
@@ -88,7 +89,7 @@ def apply(
     colormap: Annotated[
         Optional[str],
         typer.Option(
-            help="Colormap for every map: rdbu, coolwarm, viridis, magma, gray, ... "
+            help="Colormap for every map: rdbu, viridis, magma or gray "
             "(default: diverging for signed maps, sequential after ReLU)."
         ),
     ] = None,
@@ -207,7 +208,12 @@ def kernels(
         for spec in specs:
             k = bank.get_kernel(spec)
             rows.append(
-                (spec, f"{k.shape[0]}x{k.shape[1]}", bank.describe(spec), bank.preview_ascii(k))
+                (
+                    spec,
+                    f"{k.shape[0]}x{k.shape[1]}",
+                    bank.describe(spec),
+                    bank.preview_ascii(k, max_size=5, decimals=2),
+                )
             )
         console = Console()
         console.print(kernels_table(rows))

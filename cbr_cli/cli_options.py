@@ -7,11 +7,12 @@ defaults, so a flag given together with ``-c`` can be told apart from one left a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from cbr_cli.flags import LayerFlags
+if TYPE_CHECKING:
+    from cbr_cli.flags import LayerFlags
 
 CONV = "Conv layer (one block; with -c they override a one-layer config)"
 BN = "BatchNorm"
@@ -111,4 +112,6 @@ Color = Annotated[
 
 def layer_flags(**values: object) -> LayerFlags:
     """Collect the layer flag values of a command into :class:`LayerFlags`."""
+    from cbr_cli.flags import LayerFlags  # not at import time: keeps `cbr --help` light
+
     return LayerFlags(**values)  # type: ignore[arg-type]

@@ -69,9 +69,9 @@ def stats_tables(image: dict[str, Any]) -> list[Table]:
 def kernels_table(rows: Sequence[tuple[str, str, str, str]]) -> Table:
     """``cbr kernels``: name, size, description and a small preview per kernel."""
     table = Table(header_style="bold", show_lines=True)
-    table.add_column("name", style="bold cyan", no_wrap=True)
-    table.add_column("size", no_wrap=True)
-    table.add_column("description")
+    table.add_column("name", style="bold cyan", no_wrap=True, min_width=10)
+    table.add_column("size", no_wrap=True, min_width=5)
+    table.add_column("description", min_width=20, ratio=1)
     table.add_column("preview", no_wrap=True)
     for row in rows:
         table.add_row(*row)
