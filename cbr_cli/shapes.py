@@ -266,3 +266,41 @@ def conv2d_output_hw(
 ) -> tuple[int, int]:
     """``(H_out, W_out)`` of a convolution; raises :class:`CbrError` if it would be empty."""
     return conv2d_geometry(size_in, kernel_size, stride, padding, dilation).out_hw
+
+
+@dataclass(frozen=True)
+class ReceptiveField:
+    """The receptive field of one output position along one axis, in input pixels.
+
+    Convention: input pixel ``i`` is centred at coordinate ``i`` (0-based), so the first
+    output's field covers ``[centre - (size - 1) / 2, centre + (size - 1) / 2]``; negative
+    coordinates are padding.  Output position ``j`` of the same feature map is centred at
+    ``centre + j * jump``.
+
+    Attributes
+    ----------
+    size : int
+        Span of input pixels that can influence one output (a dilated kernel's span counts
+        whole, gaps included).
+    jump : int
+        Distance in input pixels between adjacent outputs: the product of the strides.
+    centre : float
+        Centre of the first output's field (a multiple of 0.5).
+    """
+
+    size: int = 1
+    jump: int = 1
+    centre: float = 0.0
+
+    def through(self, axis: AxisGeometry) -> ReceptiveField:
+        """The field after one more convolution along ``axis``.
+
+        ``size' = size + (effective_kernel - 1) * jump``, ``jump' = jump * stride``,
+        ``centre' = centre + ((effective_kernel - 1) / 2 - pad_before) * jump``.
+        """
+        half_span = (axis.effective_kernel - 1) / 2
+        return ReceptiveField(
+            size=self.size + (axis.effective_kernel - 1) * self.jump,
+            jump=self.jump * axis.stride,
+            centre=self.centre + (half_span - axis.pad_before) * self.jump,
+        )
