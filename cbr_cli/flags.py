@@ -11,11 +11,17 @@ Rules (documented in ``cbr apply --help`` and the README):
   pipeline: demo kernels → batch-stat BN → ReLU.
 * With ``-c``: flags **override** the config's layer when it has exactly one layer
   (``--color`` overrides ``input.color`` for any config); with several layers a layer flag
-  is an error naming the flag.
+  is an error naming the flag. Overriding keeps the rest of the layer: ``--eps`` or
+  ``--momentum`` change the config's BN without changing its mode (a layer without BN
+  needs ``--bn`` too); ``--kernel`` replaces the weight source together with the
+  ``out_channels``/``kernel_size`` that came from it; an ``--activation`` other than
+  leaky_relu drops the config's ``negative_slope``.
+* ``--bn off`` with ``--eps`` or ``--momentum`` is an error (they would do nothing).
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +31,7 @@ from cbr_cli.errors import CbrError
 from cbr_cli.spec import PipelineSpec, parse_pipeline
 
 DEMO_KERNELS = "demo"
+BN_FLAG_CHOICES = ("batch", "running", "off")
 
 
 @dataclass
@@ -99,6 +106,30 @@ def _conv_values(flags: LayerFlags) -> dict[str, Value]:
     return conv
 
 
+def _bn_value(flags: LayerFlags) -> Value | None:
+    """The BN the flags describe: None if no BN flag was given.
+
+    A mapping holds only what was given (``mode`` only with ``--bn``), so that it can be
+    merged into a config's BN; ``--bn off`` is a null value.
+    """
+    if flags.bn is not None and flags.bn not in BN_FLAG_CHOICES:
+        close = difflib.get_close_matches(flags.bn, BN_FLAG_CHOICES, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise CbrError(f"--bn: expected one of {list(BN_FLAG_CHOICES)} (got {flags.bn!r}){hint}")
+    given = (("--eps", flags.eps), ("--momentum", flags.momentum))
+    tuning = [(flag, value) for flag, value in given if value is not None]
+    if flags.bn == "off":
+        if tuning:
+            raise CbrError(f"{tuning[0][0]}: has no effect with --bn off")
+        return from_flag(None, "--bn")
+    if flags.bn is None and not tuning:
+        return None
+    bn = {} if flags.bn is None else {"mode": from_flag(flags.bn, "--bn")}
+    for flag, value in tuning:
+        bn[flag.lstrip("-")] = from_flag(value, flag)
+    return Value(bn, "--bn", "bn", os.getcwd())
+
+
 def _layer_values(flags: LayerFlags, defaults_for_new: bool) -> dict[str, Value]:
     conv = _conv_values(flags)
     random_requested = any(k in conv for k in ("out_channels", "kernel_size", "init", "seed"))
@@ -108,16 +139,9 @@ def _layer_values(flags: LayerFlags, defaults_for_new: bool) -> dict[str, Value]
         else:
             conv["kernels"] = from_flag([DEMO_KERNELS], "--kernel")
     layer: dict[str, Value] = {"conv": Value(conv, "flags", "conv", os.getcwd())}
-    if flags.bn is not None or flags.eps is not None or flags.momentum is not None:
-        if flags.bn == "off":
-            layer["bn"] = from_flag(None, "--bn")
-        else:
-            bn = {"mode": from_flag(flags.bn or "batch", "--bn")}
-            if flags.eps is not None:
-                bn["eps"] = from_flag(flags.eps, "--eps")
-            if flags.momentum is not None:
-                bn["momentum"] = from_flag(flags.momentum, "--momentum")
-            layer["bn"] = Value(bn, "--bn", "bn", os.getcwd())
+    bn = _bn_value(flags)
+    if bn is not None:
+        layer["bn"] = bn
     elif defaults_for_new:
         layer["bn"] = Value({"mode": from_flag("batch", "--bn")}, "--bn", "bn", os.getcwd())
     if flags.activation is not None:
@@ -139,11 +163,11 @@ def build_spec(config: str | os.PathLike[str] | None, flags: LayerFlags) -> Pipe
     root = load_yaml(config)
     given = flags.given()
     if given or flags.color is not None:
-        _override(root, flags, given)
+        _override(root, flags, given, os.fspath(config))
     return parse_pipeline(root, os.fspath(config))
 
 
-def _override(root: Value, flags: LayerFlags, given: list[str]) -> None:
+def _override(root: Value, flags: LayerFlags, given: list[str], name: str) -> None:
     if not isinstance(root.data, dict):
         return  # parse_pipeline reports the shape error
     if flags.color is not None:
@@ -159,7 +183,7 @@ def _override(root: Value, flags: LayerFlags, given: list[str]) -> None:
         count = len(layers.data) if layers is not None and isinstance(layers.data, list) else 0
         raise CbrError(
             f"{given[0]}: layer flags override a config with exactly one layer, but "
-            f"{root.where.split(':')[0]} has {count} layers; edit the file instead"
+            f"{name} has {count} layers; edit the file instead"
         )
     layer = layers.data[0]
     if not isinstance(layer.data, dict):
@@ -168,15 +192,41 @@ def _override(root: Value, flags: LayerFlags, given: list[str]) -> None:
     conv = layer.data.get("conv")
     if conv is not None and isinstance(conv.data, dict):
         if "weight" in new["conv"].data or "kernels" in new["conv"].data:
-            for key in ("weight", "kernels", "init", "seed"):
+            # A new weight source: what the config derived from its old one goes too.
+            for key in ("weight", "kernels", "init", "seed", "out_channels", "kernel_size"):
                 conv.data.pop(key, None)
         conv.data.update(new["conv"].data)
-    for key in ("bn", "activation", "negative_slope"):
-        if key not in new:
-            continue
-        existing = layer.data.get(key)
-        mergeable = key == "bn" and isinstance(new[key].data, dict)
-        if mergeable and existing is not None and isinstance(existing.data, dict):
-            existing.data.update(new[key].data)
-            continue
-        layer.data[key] = new[key]
+    if "bn" in new:
+        layer.data["bn"] = _merge_bn(layer.data.get("bn"), new["bn"], flags)
+    if "activation" in new:
+        layer.data["activation"] = new["activation"]
+        if flags.activation != "leaky_relu" and "negative_slope" not in new:
+            layer.data.pop("negative_slope", None)
+    if "negative_slope" in new:
+        layer.data["negative_slope"] = new["negative_slope"]
+
+
+def _merge_bn(existing: Value | None, new: Value, flags: LayerFlags) -> Value:
+    """The config's BN (``existing``) with the BN flags (``new``) applied."""
+    if not isinstance(new.data, dict):  # --bn off
+        return new
+    old = existing.data if existing is not None else None
+    if "mode" in new.data:
+        # --bn MODE: the flags decide the mode; the config's affine parameters, eps and
+        # momentum stay, its running statistics only if the mode is still running.
+        merged = dict(old) if isinstance(old, dict) else {}
+        if new.data["mode"].data != "running":
+            merged.pop("running_mean", None)
+            merged.pop("running_var", None)
+    elif old in (None, False, "off", "none"):
+        flag = "--eps" if flags.eps is not None else "--momentum"
+        raise CbrError(f"{flag}: the config's layer has no bn; give --bn batch or --bn running too")
+    elif isinstance(old, dict):
+        merged = dict(old)
+    elif old is True:
+        merged = {}
+    else:  # the shorthand `bn: batch` / `bn: running` (parse_bn reports anything else)
+        merged = {"mode": existing}  # type: ignore[dict-item]
+    merged.update(new.data)
+    key_where = existing.key_where if existing is not None else {}
+    return Value(merged, new.where, "bn", new.base_dir, key_where)

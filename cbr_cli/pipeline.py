@@ -20,7 +20,7 @@ import numpy as np
 
 from cbr_cli import ops
 from cbr_cli.errors import CbrError
-from cbr_cli.npyfiles import load_npy
+from cbr_cli.npyfiles import load_npy, npy_shape
 from cbr_cli.spec import ConvSpec, InputSpec, LayerSpec, ParamSource, PipelineSpec
 
 STAGES = ("conv", "bn", "act")
@@ -33,8 +33,8 @@ def resolve_param(source: ParamSource, channels: int, name: str) -> np.ndarray:
     elif isinstance(source.value, tuple):
         if len(source.value) != channels:
             raise CbrError(
-                f"{source.where}: expected {channels} values for {name}, one per channel "
-                f"(got {len(source.value)})"
+                f"{source.where}: expected {channels} value{'s' if channels != 1 else ''} "
+                f"for {name}, one per channel (got {len(source.value)})"
             )
         values = np.asarray(source.value, dtype=np.float32)
     else:
@@ -69,6 +69,13 @@ def conv_weight(conv: ConvSpec, in_channels: int) -> tuple[np.ndarray, np.ndarra
     fan_in = per_group * conv.kernel_size[0] * conv.kernel_size[1]
     rng = None
     if conv.weight is not None:
+        found = npy_shape(conv.weight, conv.where["weight"])
+        if found != shape:
+            raise CbrError(
+                f"{conv.where['weight']}: expected shape (out_channels, in_channels/groups, "
+                f"kH, kW) = {shape} for {in_channels} input channel(s) and groups={conv.groups} "
+                f"(got {found} in {conv.weight})"
+            )
         weight = load_npy(conv.weight, conv.where["weight"], shape=shape).astype(np.float32)
     elif conv.kernels is not None:
         from cbr_cli.kernels import stack_kernels
@@ -106,7 +113,10 @@ def build_layers(spec: PipelineSpec, in_channels: int) -> list[BuiltLayer]:
     built = []
     channels = in_channels
     for layer in spec.layers:
-        weight, bias = conv_weight(layer.conv, channels)
+        try:
+            weight, bias = conv_weight(layer.conv, channels)
+        except MemoryError as exc:
+            raise _out_of_memory(layer.name, "weights", exc) from None
         item = BuiltLayer(layer, channels, weight, bias)
         out = layer.conv.out_channels
         bn = layer.bn
@@ -174,35 +184,56 @@ def run_layers(
     """
     results = []
     for item in layers:
-        layer = item.spec
-        c = layer.conv
+        try:
+            x = _run_layer(item, x, batch_stats, results)
+        except MemoryError as exc:
+            raise _out_of_memory(item.spec.name, "output", exc) from None
+    return results
+
+
+def _out_of_memory(layer: str, what: str, exc: MemoryError) -> CbrError:
+    # numpy's message names the array: "Unable to allocate 94.6 TiB for an array with shape ..."
+    return CbrError(f"layer {layer!r}: not enough memory for its {what} ({exc})", exit_code=1)
+
+
+def _run_layer(
+    item: BuiltLayer,
+    x: np.ndarray,
+    batch_stats: dict[str, tuple[np.ndarray, np.ndarray]] | None,
+    results: list[StageResult],
+) -> np.ndarray:
+    """Run one layer on ``x``, appending its stages to ``results``; returns its output."""
+    layer = item.spec
+    c = layer.conv
+    try:
         y = ops.conv2d(
             x, item.weight, item.bias, c.stride, c.padding, c.dilation, c.groups, c.padding_mode
         )
-        results.append(StageResult(layer.name, "conv", y))
-        if layer.bn is not None:
-            if layer.bn.mode == "running":
-                mean = item.running_mean.astype(np.float64)
-                var = item.running_var.astype(np.float64)
-            elif batch_stats and layer.name in batch_stats:
-                mean, var = batch_stats[layer.name]
-            else:
-                if y.size // y.shape[1] <= 1:
-                    raise CbrError(
-                        f"layer {layer.name!r}: bn mode 'batch' needs more than one value per "
-                        f"channel (output is {y.shape[2]}x{y.shape[3]} for {y.shape[0]} image(s))"
-                    )
-                mean, var = ops.channel_mean_var(y)
-            y = ops.batch_norm(y, mean, var, item.bn_weight, item.bn_bias, False, eps=layer.bn.eps)
-            results.append(StageResult(layer.name, "bn", y, mean, var))
-        if layer.activation != "none":
-            if layer.activation == "relu":
-                y = ops.relu(y)
-            else:
-                y = ops.leaky_relu(y, layer.negative_slope)
-            results.append(StageResult(layer.name, "act", y))
-        x = y
-    return results
+    except CbrError as exc:  # e.g. a kernel larger than this image: name the layer
+        raise CbrError(f"layer {layer.name!r}: {exc.message}", exc.exit_code) from None
+    results.append(StageResult(layer.name, "conv", y))
+    if layer.bn is not None:
+        if layer.bn.mode == "running":
+            mean = item.running_mean.astype(np.float64)
+            var = item.running_var.astype(np.float64)
+        elif batch_stats and layer.name in batch_stats:
+            mean, var = batch_stats[layer.name]
+        else:
+            if y.size // y.shape[1] <= 1:
+                raise CbrError(
+                    f"layer {layer.name!r}: bn mode 'batch' needs more than one value per "
+                    f"channel (output is {y.shape[2]}x{y.shape[3]} for {y.shape[0]} image(s))"
+                )
+            mean, var = ops.channel_mean_var(y)
+        y = ops.batch_norm(y, mean, var, item.bn_weight, item.bn_bias, False, eps=layer.bn.eps)
+        results.append(StageResult(layer.name, "bn", y, mean, var))
+    if layer.activation == "relu":
+        y = ops.relu(y)
+        results.append(StageResult(layer.name, "act", y))
+    elif layer.activation == "leaky_relu":
+        y = ops.leaky_relu(y, layer.negative_slope)
+        results.append(StageResult(layer.name, "act", y))
+    return y
 
 
 def needs_whole_batch(spec: PipelineSpec) -> bool:

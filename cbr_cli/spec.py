@@ -177,13 +177,17 @@ def _show(value: Value) -> str:
 
 
 def _int(value: Value, minimum: int | None = None, what: str = "an integer") -> int:
+    """An integer (digits in a string too: flags arrive as text) of at least ``minimum``.
+
+    ``what`` names what is expected, bound included (``"a positive integer"``).
+    """
     data = value.data
     if isinstance(data, str) and re.fullmatch(r"[+-]?\d+", data.strip()):
         data = int(data)
     if isinstance(data, bool) or not isinstance(data, int):
         raise value.error(f"expected {what} (got {_show(value)})")
     if minimum is not None and data < minimum:
-        raise value.error(f"expected {what} >= {minimum} (got {data})")
+        raise value.error(f"expected {what} (got {data})")
     return data
 
 
@@ -235,7 +239,7 @@ def _padding(value: Value) -> tuple[int, int] | str:
         raise value.error(
             f"expected an int >= 0, a pair, or one of {list(PADDING_STRINGS)} (got {_show(value)})"
         )
-    return _int_pair(value, 0, "an integer")
+    return _int_pair(value, 0, "a non-negative integer")
 
 
 def _path(value: Value, suffix: str = ".npy") -> str:
@@ -277,7 +281,8 @@ def parse_pipeline(root: Value, source: str) -> PipelineSpec:
     input_spec = parse_input(top["input"]) if "input" in top else InputSpec()
     layers_value = top["layers"]
     if not isinstance(layers_value.data, list) or not layers_value.data:
-        raise layers_value.error(f"expected a non-empty list of layers (got {_show(layers_value)})")
+        got = "an empty list" if layers_value.data == [] else _show(layers_value)
+        raise layers_value.error(f"expected a non-empty list of layers (got {got})")
     layers = []
     names: dict[str, str] = {}
     for index, item in enumerate(layers_value.data):
@@ -322,6 +327,10 @@ def parse_layer(value: Value, index: int) -> LayerSpec:
     slope = 0.01
     if "negative_slope" in keys:
         slope = _float(keys["negative_slope"])
+        if activation != "leaky_relu":
+            raise keys["negative_slope"].error(
+                f"only used with activation leaky_relu (activation is {activation!r})"
+            )
     return LayerSpec(name, conv, bn, activation, slope)
 
 
@@ -403,7 +412,7 @@ def parse_conv(value: Value, default_seed: int = 0) -> ConvSpec:
         groups=groups,
         bias=bias,
         init=_choice(keys["init"], INITS) if "init" in keys else "kaiming_uniform",
-        seed=_int(keys["seed"], 0, "an integer") if "seed" in keys else default_seed,
+        seed=_int(keys["seed"], 0, "a non-negative integer") if "seed" in keys else default_seed,
         weight=weight,
         kernels=kernels,
         where=where,
@@ -452,8 +461,8 @@ def parse_bn(value: Value) -> BNSpec:
             "running statistics are only used with mode: running (mode is batch)"
         )
     if "running_var" in running:
-        var = running["running_var"].value
-        if isinstance(var, (float, tuple)) and min(var if isinstance(var, tuple) else (var,)) < 0:
+        var = running["running_var"].plain()
+        if isinstance(var, (float, list)) and min(var if isinstance(var, list) else [var]) < 0:
             raise keys["running_var"].error(f"variance must be non-negative (got {var})")
     return BNSpec(
         mode=mode,
