@@ -20,7 +20,7 @@ ACT = "Activation"
 
 Config = Annotated[
     Optional[Path],
-    typer.Option("--config", "-c", help="Pipeline YAML (any number of layers).", dir_okay=False),
+    typer.Option("--config", "-c", help="Pipeline YAML (any number of layers)."),
 ]
 OutChannels = Annotated[
     Optional[int],

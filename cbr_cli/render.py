@@ -299,12 +299,12 @@ def color_index(
     if x.dtype != np.float32:  # float32 maps are coloured in float32 (4x less traffic)
         x = x.astype(np.float64)
     span = hi - lo  # Python floats: inf, not an error, for ranges wider than the float max
-    if span > float(np.finfo(x.dtype).max):  # halve everything so the span is representable
-        lo, span = lo / 2, hi / 2 - lo / 2
-        x = x / 2
     # One buffer, in place: t = clip((x - lo) / span * 255, 0, 255), rounded to an index.
     # NaN survives clip and is reported separately; the cast of NaN is then irrelevant.
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        if span > float(np.finfo(x.dtype).max):  # halve all so the span is representable
+            lo, span = lo / 2, hi / 2 - lo / 2
+            x = x / 2
         t = np.subtract(x, x.dtype.type(lo))
         t /= x.dtype.type(span)  # divide first: 255 / span overflows for tiny spans
         t *= 255
