@@ -339,11 +339,6 @@ def test_config_path_is_a_directory(workdir: Path) -> None:
     assert not Path("out").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: cli_options.Config has dir_okay=False, so Click prints a multi-line usage "
-    "box instead of cbr's one-line error (config.load_yaml already reports a directory)",
-)
 def test_config_path_is_a_directory_is_a_one_line_error(workdir: Path) -> None:
     (workdir / "cfg").mkdir()
     result = runner.invoke(app, ["apply", "img.png", "-o", "out", "-c", "cfg"])
