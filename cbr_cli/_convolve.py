@@ -3,46 +3,153 @@
 Both take an already padded input and write into a preallocated output; validation,
 padding and dtype policy live in :mod:`cbr_cli.ops`.  Neither loops over pixels:
 
-* **direct** — im2col in chunks of output rows, sized to stay in cache, each chunk
-  one GEMM (BLAS through ``np.matmul``) written straight into the output.  Depthwise
-  convolutions (one input channel per group) are a different shape of problem —
-  a GEMV per channel — and use a tap-by-tap multiply-accumulate vectorised over all
-  channels of a cache-sized row chunk instead.
+* **direct** — im2col in chunks of output rows, each chunk at most
+  ``IM2COL_CHUNK_BYTES`` so it stays in cache, then one GEMM (BLAS through
+  ``np.matmul``) written straight into the output.  Convolutions with one input channel
+  per group and one or two outputs per group (depthwise) would be GEMVs; they use a
+  tap-by-tap multiply-accumulate over flat, cache-sized stretches of one channel instead.
 * **fft** — overlap-save: each tile of output rows is one real 2-D FFT of the input
   rows it needs, multiplied by the conjugate kernel spectrum (cross-correlation
   theorem) and transformed back.  A single tile covers the whole image unless the
-  spectra would exceed a memory budget.
+  spectra would exceed ``FFT_MEMORY_BYTES``.
+
+Threads.  The direct engine splits its chunks over :func:`thread_count` Python threads
+(numpy releases the GIL in BLAS and in copies), each with its own scratch buffer, and
+runs BLAS single-threaded meanwhile: on 2 cores that was 1.1-3x faster than letting
+OpenBLAS thread each chunk's GEMM, because the im2col copies run in parallel too and
+OpenBLAS's per-call fork/join costs more than a whole small GEMM.  The FFT engine
+passes the same count to ``scipy.fft`` as ``workers``.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from cbr_cli.shapes import ConvGeometry
 
-# Target size of one im2col chunk.  L2 is 1-2 MiB per core on the machines we
-# measured; a chunk this size plus its GEMM output stays in L2.
-IM2COL_CHUNK_BYTES = 512 * 1024
-# Target size of one depthwise accumulator chunk (all channels, some rows).
-DEPTHWISE_CHUNK_BYTES = 128 * 1024
+# Target size of one im2col chunk (per thread).  Measured on 2 cores with 1 MiB L2
+# each: 128 KiB-1 MiB all within noise for K = 27; the GEMM rate for K = 576 drops
+# from 85 to 65 GFLOP/s once a chunk is 9 MiB.  At least one output row per chunk.
+IM2COL_CHUNK_BYTES = 768 * 1024
+# Target size of one depthwise accumulator (one channel, some rows, per thread).
+DEPTHWISE_CHUNK_BYTES = 256 * 1024
 # Upper bound on the complex spectra held at once by the FFT engine.
-FFT_MEMORY_BYTES = 256 * 1024 * 1024
+FFT_MEMORY_BYTES = 64 * 1024 * 1024
 
-_fft_workers: int | None = None
-
-
-def set_fft_workers(workers: int | None) -> None:
-    """Threads for ``scipy.fft`` (None: every CPU). ``cbr batch`` workers set 1."""
-    global _fft_workers
-    _fft_workers = workers
+_threads: int | None = None
 
 
-def fft_workers() -> int:
-    return _fft_workers or os.cpu_count() or 1
+def set_threads(threads: int | None) -> None:
+    """Threads for both engines (None: every CPU this process may use).
+
+    ``cbr batch`` workers set 1: each process then runs single-threaded and BLAS is
+    left alone.
+    """
+    global _threads
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1 or None, got {threads}")
+    _threads = threads
+
+
+def thread_count() -> int:
+    """The number of threads the engines use, see :func:`set_threads`."""
+    if _threads is not None:
+        return _threads
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+# Older names, kept for callers that only thought of the FFT engine.
+set_fft_workers = set_threads
+fft_workers = thread_count
+
+
+# ------------------------------------------------------------------- threading
+
+_Task = TypeVar("_Task")
+
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_limiter: Any = None
+_blas_controller: Any = None
+
+
+@contextmanager
+def _single_threaded_blas() -> Iterator[None]:
+    """Limit BLAS to one thread while our own threads split the work.
+
+    Counted, so that overlapping calls from several threads restore the original
+    limit only when the last one leaves.
+    """
+    global _blas_users, _blas_limiter, _blas_controller
+    with _blas_lock:
+        if _blas_users == 0:
+            if _blas_controller is None:
+                from threadpoolctl import ThreadpoolController
+
+                _blas_controller = ThreadpoolController()
+            _blas_limiter = _blas_controller.limit(limits=1, user_api="blas")
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas_limiter.restore_original_limits()
+                _blas_limiter = None
+
+
+def _run_tasks(
+    tasks: Sequence[_Task], run: Callable[[_Task, Any], None], scratch: Callable[[], Any]
+) -> None:
+    """Call ``run(task, buffers)`` for every task, on up to :func:`thread_count` threads.
+
+    Each thread makes its own ``buffers = scratch()`` once and pulls the next task
+    when it is done with one, so a thread slowed by other processes does less.
+    """
+    threads = min(thread_count(), len(tasks))
+    if threads <= 1:
+        buffers = scratch()
+        for task in tasks:
+            run(task, buffers)
+        return
+    lock = threading.Lock()
+    pending = iter(tasks)
+    failed = threading.Event()
+
+    def worker() -> None:
+        buffers = scratch()
+        while not failed.is_set():
+            with lock:
+                task = next(pending, None)
+            if task is None:
+                return
+            try:
+                run(task, buffers)
+            except BaseException:
+                failed.set()
+                raise
+
+    with _single_threaded_blas(), ThreadPoolExecutor(threads) as pool:
+        futures = [pool.submit(worker) for _ in range(threads)]
+        try:
+            for future in futures:
+                future.result()
+        except BaseException:
+            failed.set()
+            raise
 
 
 # --------------------------------------------------------------------- direct
@@ -55,134 +162,123 @@ def conv2d_direct(
 
     ``out`` has shape (N, C_out, H_out, W_out) and is C-contiguous.
     """
-    n_batch, c_in, _, _ = xp.shape
+    n_batch = xp.shape[0]
     c_out, c_in_g, kh, kw = weight.shape
-    if c_in_g == 1 and groups == c_in and c_out == c_in:
-        _depthwise(xp, weight, geo, out)
-        return
     ho, wo = geo.out_hw
     c_out_g = c_out // groups
     k = c_in_g * kh * kw
-    itemsize = xp.dtype.itemsize
-    rows = max(1, min(ho, IM2COL_CHUNK_BYTES // (k * wo * itemsize)))
-    buffer = np.empty(k * rows * wo, dtype=xp.dtype)
+    budget = DEPTHWISE_CHUNK_BYTES if c_in_g == 1 else IM2COL_CHUNK_BYTES
+    rows = max(1, min(ho, budget // ((k + c_out_g) * wo * xp.dtype.itemsize)))
     wmat = np.ascontiguousarray(weight.reshape(groups, c_out_g, k))
     out_flat = out.reshape(n_batch, groups, c_out_g, ho * wo)
     _, s_c, s_h, s_w = xp.strides
     sh, sw = geo.h.stride, geo.w.stride
     dh, dw = geo.h.dilation, geo.w.dilation
-    for n in range(n_batch):
-        for g in range(groups):
-            x_g = xp[n, g * c_in_g : (g + 1) * c_in_g]
-            for r0 in range(0, ho, rows):
-                r = min(rows, ho - r0)
-                window = as_strided(
-                    x_g[:, r0 * sh :],
-                    shape=(c_in_g, kh, kw, r, wo),
-                    strides=(s_c, dh * s_h, dw * s_w, sh * s_h, sw * s_w),
-                    writeable=False,
-                )
-                cols = buffer[: k * r * wo].reshape(c_in_g, kh, kw, r, wo)
-                np.copyto(cols, window)
-                np.matmul(
-                    wmat[g],
-                    cols.reshape(k, r * wo),
-                    out=out_flat[n, g, :, r0 * wo : (r0 + r) * wo],
-                )
+    # Every im2col column of the whole input as one read-only view; chunks slice it.
+    windows = as_strided(
+        xp,
+        shape=(n_batch, groups, c_in_g, kh, kw, ho, wo),
+        strides=(xp.strides[0], c_in_g * s_c, s_c, dh * s_h, dw * s_w, sh * s_h, sw * s_w),
+        writeable=False,
+    )
+    tasks = [(n, g, r0) for n in range(n_batch) for g in range(groups) for r0 in range(0, ho, rows)]
 
+    def run(task: tuple[int, int, int], buffer: np.ndarray) -> None:
+        n, g, r0 = task
+        r = min(rows, ho - r0)
+        cols = buffer[: k * r * wo].reshape(c_in_g, kh, kw, r, wo)
+        np.copyto(cols, windows[n, g, :, :, :, r0 : r0 + r])
+        target = out_flat[n, g, :, r0 * wo : (r0 + r) * wo]
+        np.matmul(wmat[g], cols.reshape(k, r * wo), out=target)
 
-def _depthwise(xp: np.ndarray, weight: np.ndarray, geo: ConvGeometry, out: np.ndarray) -> None:
-    """Depthwise case (groups == C_in == C_out): sum over taps of weight * shifted input."""
-    n_batch, channels, _, _ = xp.shape
-    _, _, kh, kw = weight.shape
-    ho, wo = geo.out_hw
-    sh, sw = geo.h.stride, geo.w.stride
-    dh, dw = geo.h.dilation, geo.w.dilation
-    rows = max(1, min(ho, DEPTHWISE_CHUNK_BYTES // (channels * wo * xp.dtype.itemsize)))
-    taps = [
-        (i, j, weight[:, 0, i, j].reshape(channels, 1, 1).copy())
-        for i in range(kh)
-        for j in range(kw)
-    ]
-    tmp = np.empty((channels, rows, wo), dtype=xp.dtype)
-    for n in range(n_batch):
-        for r0 in range(0, ho, rows):
-            r = min(rows, ho - r0)
-            acc = out[n, :, r0 : r0 + r]
-            t = tmp[:, :r]
-            for index, (i, j, w) in enumerate(taps):
-                top = r0 * sh + i * dh
-                left = j * dw
-                src = xp[
-                    n, :, top : top + (r - 1) * sh + 1 : sh, left : left + (wo - 1) * sw + 1 : sw
-                ]
-                if index == 0:
-                    np.multiply(src, w, out=acc)
-                else:
-                    np.multiply(src, w, out=t)
-                    acc += t
+    _run_tasks(tasks, run, lambda: np.empty(k * rows * wo, dtype=xp.dtype))
 
 
 # ------------------------------------------------------------------------ fft
 
 
+@dataclass(frozen=True)
+class FftPlan:
+    """How :func:`conv2d_fft` tiles one convolution: ``tile_rows`` output rows per tile,
+    each transformed at ``lh`` x ``lw`` (real input) points."""
+
+    tile_rows: int
+    tiles: int
+    lh: int
+    lw: int
+
+
+def fft_plan(c_in: int, c_out: int, groups: int, geo: ConvGeometry, itemsize: int = 4) -> FftPlan:
+    """Tile the output rows so that one tile's spectra fit in ``FFT_MEMORY_BYTES``.
+
+    Per tile the engine holds the input tile and its spectrum (``C_in`` planes), the
+    kernel spectra (``C_out * C_in/groups``), and for one group the accumulated spectrum,
+    a product and the inverse transform (``3 * C_out/groups``).  Tiles are balanced
+    (equal heights but the last) and at least one output row each.
+    """
+    from scipy.fft import next_fast_len
+
+    ho = geo.h.size_out
+    sh, eh = geo.h.stride, geo.h.effective_kernel
+    lw = next_fast_len(geo.w.padded, real=True)
+    c_in_g, c_out_g = c_in // groups, c_out // groups
+    planes = 2 * c_in + c_out * c_in_g + 3 * c_out_g
+    per_row = (lw // 2 + 1) * 2 * itemsize * planes
+    max_height = FFT_MEMORY_BYTES // max(per_row, 1)
+    max_rows = max(1, min(ho, (max_height - eh) // sh + 1))
+    tiles = -(-ho // max_rows)
+    tile_rows = -(-ho // tiles)
+    lh = next_fast_len((tile_rows - 1) * sh + eh, real=True)
+    return FftPlan(tile_rows, tiles, lh, lw)
+
+
 def conv2d_fft(
     xp: np.ndarray, weight: np.ndarray, geo: ConvGeometry, groups: int, out: np.ndarray
 ) -> None:
-    """Cross-correlate padded ``xp`` with ``weight`` by FFT (overlap-save over row tiles)."""
+    """Cross-correlate padded ``xp`` with ``weight`` by FFT (overlap-save over row tiles).
+
+    ``full = irfft2(conj(rfft2(w)) * rfft2(x))`` is the circular cross-correlation; with
+    both zero-padded to ``lh`` x ``lw`` >= tile + kernel - 1 its first ``(rows - 1) * sh + 1``
+    rows and ``(W_out - 1) * sw + 1`` columns are free of wrap-around, and every
+    ``sh``-th row / ``sw``-th column of them is the strided output.
+    """
     import scipy.fft as sfft
 
     n_batch, c_in, _, wp = xp.shape
-    c_out, c_in_g, kh, kw = weight.shape
+    c_out, c_in_g = weight.shape[:2]
     c_out_g = c_out // groups
     ho, wo = geo.out_hw
     sh, sw = geo.h.stride, geo.w.stride
     eh, ew = geo.h.effective_kernel, geo.w.effective_kernel
-    complex_dtype = np.complex64 if xp.dtype == np.float32 else np.complex128
-    csize = np.dtype(complex_dtype).itemsize
-
-    lw = sfft.next_fast_len(wp, real=True)
-    tile_rows = _fft_tile_rows(ho, sh, eh, lw, c_in, c_out, c_in_g, csize)
-    lh = sfft.next_fast_len((tile_rows - 1) * sh + eh, real=True)
+    plan = fft_plan(c_in, c_out, groups, geo, xp.dtype.itemsize)
+    lh, lw = plan.lh, plan.lw
+    workers = thread_count()
 
     dilated = np.zeros((c_out, c_in_g, eh, ew), dtype=xp.dtype)
     dilated[:, :, :: geo.h.dilation, :: geo.w.dilation] = weight
-    kernel_spec = np.conj(
-        sfft.rfft2(dilated, s=(lh, lw), axes=(-2, -1), workers=fft_workers())
-    ).astype(complex_dtype, copy=False)
-    acc = np.empty((c_out_g, lh, lw // 2 + 1), dtype=complex_dtype)
-    tmp = np.empty_like(acc)
+    kernel_spec = sfft.rfft2(dilated, s=(lh, lw), workers=workers)
+    np.conjugate(kernel_spec, out=kernel_spec)
     tile = np.zeros((c_in, lh, lw), dtype=xp.dtype)
+    acc = np.empty((c_out_g, lh, lw // 2 + 1), dtype=kernel_spec.dtype)
+    tmp = np.empty_like(acc) if c_in_g > 1 else None
 
     for n in range(n_batch):
-        for r0 in range(0, ho, tile_rows):
-            r = min(tile_rows, ho - r0)
+        for r0 in range(0, ho, plan.tile_rows):
+            r = min(plan.tile_rows, ho - r0)
             height = (r - 1) * sh + eh
             tile[:, :height, :wp] = xp[n, :, r0 * sh : r0 * sh + height]
-            tile[:, height:, :] = 0
-            spec = sfft.rfft2(tile, axes=(-2, -1), workers=fft_workers())
+            tile[:, height:, :wp] = 0
+            spec = sfft.rfft2(tile, workers=workers)
             for g in range(groups):
-                for c in range(c_in_g):
-                    k_spec = kernel_spec[g * c_out_g : (g + 1) * c_out_g, c]
-                    x_spec = spec[g * c_in_g + c]
-                    if c == 0:
-                        np.multiply(k_spec, x_spec, out=acc)
-                    else:
-                        np.multiply(k_spec, x_spec, out=tmp)
-                        acc += tmp
-                full = sfft.irfft2(acc, s=(lh, lw), axes=(-2, -1), workers=fft_workers())
+                k_spec = kernel_spec[g * c_out_g : (g + 1) * c_out_g]
+                np.multiply(k_spec[:, 0], spec[g * c_in_g], out=acc)
+                for c in range(1, c_in_g):
+                    np.multiply(k_spec[:, c], spec[g * c_in_g + c], out=tmp)
+                    acc += tmp
+                full = sfft.irfft2(acc, s=(lh, lw), workers=workers)
                 out[n, g * c_out_g : (g + 1) * c_out_g, r0 : r0 + r] = full[
                     :, : (r - 1) * sh + 1 : sh, : (wo - 1) * sw + 1 : sw
                 ]
-
-
-def _fft_tile_rows(
-    ho: int, sh: int, eh: int, lw: int, c_in: int, c_out: int, c_in_g: int, csize: int
-) -> int:
-    """Output rows per FFT tile so that the spectra stay within ``FFT_MEMORY_BYTES``."""
-    per_row = (lw // 2 + 1) * csize * (c_in + 2 * c_out + c_out * c_in_g)
-    max_height = max(eh, FFT_MEMORY_BYTES // max(per_row, 1))
-    return max(1, min(ho, (max_height - eh) // sh + 1))
 
 
 # ----------------------------------------------------------------- cost model
