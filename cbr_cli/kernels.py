@@ -24,8 +24,14 @@ Names and parameters
 A kernel is named ``name`` or ``name:arg:arg`` with positional parameters; an empty
 argument keeps its default: ``box:5``, ``gaussian:7:1.5``, ``gaussian::2`` (5x5, sigma 2),
 ``log:9:1.4``. Names are case-insensitive. A *kernel set* (``sobel``, ``kirsch``,
-``compass``, ``edges``, ...) names several kernels; :func:`expand_names` and
-:func:`stack_kernels` accept sets wherever they accept kernels.
+``compass``, ``edges``, ...) names several kernels; :func:`expand_names`,
+:func:`stack_kernels` and :func:`stack_shape` accept sets wherever they accept kernels.
+
+Start-up cost
+-------------
+Importing this module does not import numpy (~130 ms): fixed kernels are stored as
+nested tuples and turned into arrays only when built, and every kernel has a size rule,
+so :func:`stack_shape` (all ``cbr shape`` needs) works without numpy.
 """
 
 from __future__ import annotations
@@ -35,10 +41,12 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from cbr_cli.errors import CbrError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = [
     "KERNELS",
@@ -53,6 +61,7 @@ __all__ = [
     "preview_ascii",
     "set_names",
     "stack_kernels",
+    "stack_shape",
 ]
 
 MAX_SIZE = 101
@@ -62,6 +71,9 @@ DIRECTIONS = ("n", "ne", "e", "se", "s", "sw", "w", "nw")
 """Compass directions, clockwise from north (up) in 45 degree steps."""
 
 Number = int | float
+
+Rows = tuple[tuple[int, ...], ...]
+"""A fixed kernel's weights as nested tuples, row by row (kept numpy-free until built)."""
 
 
 @dataclass(frozen=True)
@@ -77,14 +89,17 @@ class Param:
 
 @dataclass(frozen=True)
 class KernelDef:
-    """A named kernel: a builder taking its parameters by name, and a one-line summary.
+    """A named kernel: a builder and a size rule, both taking its parameters by name.
 
+    ``build`` returns the weights as an ndarray; ``shape`` returns their ``(kH, kW)``
+    without numpy, so sizes are known without building (see :func:`stack_shape`).
     ``summary`` is a ``str.format`` template over the parameter names.
     """
 
     name: str
     summary: str
     build: Callable[..., np.ndarray]
+    shape: Callable[..., tuple[int, int]]
     params: tuple[Param, ...] = ()
 
 
@@ -102,21 +117,32 @@ def _sigma(default: float) -> Param:
     return Param("sigma", float, default, "a finite number > 0", lambda v: 0 < v < math.inf)
 
 
+def _square(size: int, **_: Number) -> tuple[int, int]:
+    """Size rule of the parametrised kernels: ``size`` x ``size``."""
+    return (size, size)
+
+
 # ---------------------------------------------------------------------------------------
-# Builders (float64 arithmetic, float32 result)
+# Builders (float64 arithmetic, float32 result); numpy is imported on first use.
 
 
 def _identity(size: int) -> np.ndarray:
+    import numpy as np
+
     k = np.zeros((size, size), dtype=np.float64)
     k[size // 2, size // 2] = 1.0
     return k
 
 
 def _box(size: int) -> np.ndarray:
+    import numpy as np
+
     return np.full((size, size), 1.0 / (size * size))
 
 
 def _gaussian(size: int, sigma: float) -> np.ndarray:
+    import numpy as np
+
     r = np.arange(size, dtype=np.float64) - size // 2
     g = np.exp(-(r * r) / (2.0 * sigma * sigma))
     g /= g.sum()
@@ -124,6 +150,8 @@ def _gaussian(size: int, sigma: float) -> np.ndarray:
 
 
 def _log(size: int, sigma: float) -> np.ndarray:
+    import numpy as np
+
     # Samples of the Laplacian of the unit-mass Gaussian,
     #   (x^2 + y^2 - 2 sigma^2) / (2 pi sigma^6) * exp(-(x^2 + y^2) / (2 sigma^2)),
     # minus their mean so that the truncated kernel sums to exactly zero (flat areas -> 0).
@@ -134,28 +162,34 @@ def _log(size: int, sigma: float) -> np.ndarray:
     return k - k.mean()
 
 
+def _transpose(rows: Rows) -> Rows:
+    return tuple(zip(*rows, strict=True))
+
+
 # The outer ring of a 3x3 kernel, clockwise from the top-left corner.
 _RING = ((0, 0), (0, 1), (0, 2), (1, 2), (2, 2), (2, 1), (2, 0), (1, 0))
 
 
-def _ring_rotations(north: Sequence[float]) -> list[np.ndarray]:
-    """The 8 compass rotations (n, ne, ..., nw) of a 3x3 kernel given by its north ring."""
+def _ring_rotations(north: Sequence[int]) -> list[Rows]:
+    """The 8 compass rotations (n, ne, ..., nw) of a 3x3 kernel given by its north ring.
+
+    Rotation ``step`` moves every ring value ``step`` places clockwise (45 degrees each);
+    the centre is 0.
+    """
     rotations = []
     for step in range(len(DIRECTIONS)):
-        ring = np.roll(np.asarray(north, dtype=np.float64), step)
-        k = np.zeros((3, 3))
+        ring = [*north[-step:], *north[:-step]] if step else list(north)
+        k = [[0, 0, 0], [0, 0, 0], [0, 0, 0]]
         for (i, j), value in zip(_RING, ring, strict=True):
-            k[i, j] = value
-        rotations.append(k)
+            k[i][j] = value
+        rotations.append(tuple(tuple(row) for row in k))
     return rotations
 
 
 _DIRECTION_WORDS = ("up", "up-right", "right", "down-right", "down", "down-left", "left", "up-left")
 
 
-def _compass_family(
-    prefix: str, north: Sequence[float], text: str
-) -> dict[str, tuple[np.ndarray, str]]:
+def _compass_family(prefix: str, north: Sequence[int], text: str) -> dict[str, tuple[Rows, str]]:
     """``{prefix_d: (kernel, description)}`` for the 8 directions d."""
     return {
         f"{prefix}_{d}": (k, f"{text} {d} ({word})")
@@ -163,33 +197,36 @@ def _compass_family(
     }
 
 
-_SOBEL_X = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=np.float64)
-_SCHARR_X = np.array([[-3, 0, 3], [-10, 0, 10], [-3, 0, 3]], dtype=np.float64)
-_PREWITT_X = np.array([[-1, 0, 1], [-1, 0, 1], [-1, 0, 1]], dtype=np.float64)
-_FIXED: dict[str, tuple[np.ndarray, str]] = {
+_SOBEL_X: Rows = ((-1, 0, 1), (-2, 0, 2), (-1, 0, 1))
+_SCHARR_X: Rows = ((-3, 0, 3), (-10, 0, 10), (-3, 0, 3))
+_PREWITT_X: Rows = ((-1, 0, 1), (-1, 0, 1), (-1, 0, 1))
+_FIXED: dict[str, tuple[Rows, str]] = {
     "sharpen": (
-        np.array([[0, -1, 0], [-1, 5, -1], [0, -1, 0]], dtype=np.float64),
+        ((0, -1, 0), (-1, 5, -1), (0, -1, 0)),
         "sharpen 3x3: identity minus the 4-neighbour Laplacian, sums to 1",
     ),
     "sobel_x": (_SOBEL_X, "Sobel 3x3, positive where intensity increases to the right"),
-    "sobel_y": (_SOBEL_X.T.copy(), "Sobel 3x3, positive where intensity increases downward"),
+    "sobel_y": (_transpose(_SOBEL_X), "Sobel 3x3, positive where intensity increases downward"),
     "scharr_x": (_SCHARR_X, "Scharr 3x3, positive where intensity increases to the right"),
-    "scharr_y": (_SCHARR_X.T.copy(), "Scharr 3x3, positive where intensity increases downward"),
+    "scharr_y": (
+        _transpose(_SCHARR_X),
+        "Scharr 3x3, positive where intensity increases downward",
+    ),
     "prewitt_x": (_PREWITT_X, "Prewitt 3x3, positive where intensity increases to the right"),
     "prewitt_y": (
-        _PREWITT_X.T.copy(),
+        _transpose(_PREWITT_X),
         "Prewitt 3x3, positive where intensity increases downward",
     ),
     "laplacian4": (
-        np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=np.float64),
+        ((0, 1, 0), (1, -4, 1), (0, 1, 0)),
         "4-neighbour Laplacian 3x3, centre -4, sums to 0",
     ),
     "laplacian8": (
-        np.array([[1, 1, 1], [1, -8, 1], [1, 1, 1]], dtype=np.float64),
+        ((1, 1, 1), (1, -8, 1), (1, 1, 1)),
         "8-neighbour Laplacian 3x3, centre -8, sums to 0",
     ),
     "emboss": (
-        np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]], dtype=np.float64),
+        ((-2, -1, 0), (-1, 1, 1), (0, 1, 2)),
         "emboss 3x3, positive where intensity increases toward the bottom right, sums to 1",
     ),
 }
@@ -207,18 +244,27 @@ _FIXED.update(
 )
 
 
-def _constant(array: np.ndarray) -> Callable[[], np.ndarray]:
-    return lambda: array.copy()
+def _constant(name: str, rows: Rows, summary: str) -> KernelDef:
+    """A parameterless kernel: a fresh float64 array of ``rows`` on every build."""
+
+    def build() -> np.ndarray:
+        import numpy as np
+
+        return np.array(rows, dtype=np.float64)
+
+    shape = (len(rows), len(rows[0]))
+    return KernelDef(name, summary, build, lambda: shape)
 
 
 KERNELS: dict[str, KernelDef] = {
     "identity": KernelDef(
-        "identity", "identity {size}x{size}: 1 at the centre", _identity, (_odd_size(3),)
+        "identity", "identity {size}x{size}: 1 at the centre", _identity, _square, (_odd_size(3),)
     ),
     "box": KernelDef(
         "box",
         "box blur {size}x{size}, every weight 1/{size}^2, sums to 1",
         _box,
+        _square,
         # Even sizes are allowed, as in PyTorch; they have no centre pixel.
         (Param("size", int, 3, f"an integer in [1, {MAX_SIZE}]", lambda v: 1 <= v <= MAX_SIZE),),
     ),
@@ -226,15 +272,17 @@ KERNELS: dict[str, KernelDef] = {
         "gaussian",
         "Gaussian blur {size}x{size}, sigma {sigma:g}, sums to 1",
         _gaussian,
+        _square,
         (_odd_size(5), _sigma(1.0)),
     ),
     "log": KernelDef(
         "log",
         "Laplacian of Gaussian {size}x{size}, sigma {sigma:g}, negative centre, sums to 0",
         _log,
+        _square,
         (_odd_size(9, minimum=3), _sigma(1.4)),
     ),
-    **{name: KernelDef(name, text, _constant(k)) for name, (k, text) in _FIXED.items()},
+    **{name: _constant(name, rows, text) for name, (rows, text) in _FIXED.items()},
 }
 """Registry of kernel definitions, by base name, in display order."""
 
@@ -359,7 +407,21 @@ def get_kernel(spec: str) -> np.ndarray:
         Unknown name (listing close matches), or bad parameters (naming them).
     """
     name, params = parse_kernel_spec(spec)
-    return np.asarray(KERNELS[name].build(**params), dtype=np.float32)
+    return _build(name, params)
+
+
+def _build(name: str, params: dict[str, Number]) -> np.ndarray:
+    """Build a parsed kernel as float32, checking it against its size rule."""
+    import numpy as np
+
+    kdef = KERNELS[name]
+    kernel = np.asarray(kdef.build(**params), dtype=np.float32)
+    if kernel.shape != kdef.shape(**params):  # a bug in this module, not a user error
+        raise RuntimeError(
+            f"kernel '{name}' built with shape {kernel.shape}, "
+            f"but its size rule says {kdef.shape(**params)}"
+        )
+    return kernel
 
 
 def describe(spec: str) -> str:
@@ -404,6 +466,69 @@ def expand_names(names: Sequence[str]) -> list[str]:
     return out
 
 
+@dataclass(frozen=True)
+class _Placed:
+    """One kernel of a stack: what to build, its size, and where it goes."""
+
+    name: str  # base name
+    params: dict[str, Number]
+    shape: tuple[int, int]  # (kh, kw), from the size rule
+    offset: tuple[int, int]  # (top, left) in the stack: centred
+
+
+@dataclass(frozen=True)
+class _StackPlan:
+    """A validated stack: its size and where every kernel goes."""
+
+    size: tuple[int, int]  # (kH, kW): the largest size per axis
+    members: tuple[_Placed, ...]  # one per output channel, in order
+
+
+def _plan_stack(names: Sequence[str]) -> _StackPlan:
+    """Expand, validate and lay out a stack from the size rules alone (no numpy).
+
+    The one place that decides a stack's shape and its errors, for both
+    :func:`stack_kernels` and :func:`stack_shape`.
+    """
+    specs = expand_names(names)
+    if not specs:
+        raise CbrError("no kernels given")
+    parsed = [(spec, *parse_kernel_spec(spec)) for spec in specs]
+    shapes = [KERNELS[name].shape(**params) for _, name, params in parsed]
+    kh = max(h for h, _ in shapes)
+    kw = max(w for _, w in shapes)
+    members = []
+    for (spec, name, params), (h, w) in zip(parsed, shapes, strict=True):
+        dh, dw = kh - h, kw - w
+        if dh % 2 or dw % 2:
+            raise CbrError(
+                f"kernel '{spec}' ({h}x{w}) cannot be centred in the "
+                f"{kh}x{kw} stack: sizes in one stack must all be odd or all be even"
+            )
+        members.append(_Placed(name, params, (h, w), (dh // 2, dw // 2)))
+    return _StackPlan((kh, kw), tuple(members))
+
+
+def stack_shape(names: Sequence[str]) -> tuple[int, int, int]:
+    """The shape of ``stack_kernels(names)``, from the kernels' size rules, without numpy.
+
+    Validates exactly as :func:`stack_kernels` does and raises the same errors, but builds
+    no arrays and does not import numpy (for ``cbr shape``, which is start-up critical).
+
+    Returns
+    -------
+    shape : tuple of int, (K, kH, kW)
+        ``K = len(expand_names(names))``; ``kH``, ``kW`` the largest kernel size per axis.
+
+    Raises
+    ------
+    CbrError
+        Empty list, unknown or invalid kernel, or sizes that cannot be centred together.
+    """
+    plan = _plan_stack(names)
+    return (len(plan.members), *plan.size)
+
+
 def stack_kernels(names: Sequence[str]) -> np.ndarray:
     """Stack kernels (sets expanded) into one weight array, padding smaller ones with zeros.
 
@@ -414,28 +539,20 @@ def stack_kernels(names: Sequence[str]) -> np.ndarray:
     Returns
     -------
     weights : ndarray of shape (K, kH, kW), float32
-        ``K = len(expand_names(names))``.
+        ``K = len(expand_names(names))``; the shape is :func:`stack_shape`'s.
 
     Raises
     ------
     CbrError
         Empty list, unknown or invalid kernel, or sizes that cannot be centred together.
     """
-    specs = expand_names(names)
-    if not specs:
-        raise CbrError("no kernels given")
-    kernels = [get_kernel(s) for s in specs]
-    kh = max(k.shape[0] for k in kernels)
-    kw = max(k.shape[1] for k in kernels)
-    out = np.zeros((len(kernels), kh, kw), dtype=np.float32)
-    for i, (spec, k) in enumerate(zip(specs, kernels, strict=True)):
-        dh, dw = kh - k.shape[0], kw - k.shape[1]
-        if dh % 2 or dw % 2:
-            raise CbrError(
-                f"kernel '{spec}' ({k.shape[0]}x{k.shape[1]}) cannot be centred in the "
-                f"{kh}x{kw} stack: sizes in one stack must all be odd or all be even"
-            )
-        out[i, dh // 2 : dh // 2 + k.shape[0], dw // 2 : dw // 2 + k.shape[1]] = k
+    import numpy as np
+
+    plan = _plan_stack(names)
+    out = np.zeros((len(plan.members), *plan.size), dtype=np.float32)
+    for i, member in enumerate(plan.members):
+        (h, w), (top, left) = member.shape, member.offset
+        out[i, top : top + h, left : left + w] = _build(member.name, member.params)
     return out
 
 
@@ -450,6 +567,8 @@ def preview_ascii(kernel: np.ndarray, max_size: int = 9, decimals: int = 4) -> s
     larger than ``max_size`` along an axis shows its central ``max_size`` rows/columns,
     after a header line saying so.
     """
+    import numpy as np
+
     k = np.asarray(kernel, dtype=np.float64)
     if k.ndim != 2:
         raise ValueError(f"kernel must be 2-D, but got shape {k.shape}")

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -18,6 +23,7 @@ from cbr_cli.kernels import (
     kernel_set,
     preview_ascii,
     stack_kernels,
+    stack_shape,
 )
 
 
@@ -327,6 +333,113 @@ def test_stack_rejects_mixed_parity() -> None:
 def test_stack_rejects_empty() -> None:
     with pytest.raises(CbrError, match="no kernels"):
         stack_kernels([])
+
+
+# -- stack shape without numpy -------------------------------------------------------------
+
+SHAPE_STACKS = [
+    *([name] for name in kernel_names()),
+    *([name] for name in kernels.set_names()),
+    ["box:1"],
+    ["box:4"],
+    ["box:101"],
+    ["identity:1"],
+    ["identity:7"],
+    ["gaussian::2"],
+    ["gaussian:7:1.5"],
+    ["gaussian:101:20"],
+    ["log:3"],
+    ["log:9:1.4"],
+    ["log:11:2"],
+    [" Sobel_X ", "GAUSSIAN:7"],
+    ["sobel", "gaussian:7:1.5"],
+    ["kirsch", "compass", "log:5:0.8"],
+    ["box:2", "box:4", "box:8"],
+    ["identity:1", "sobel_x", "box:5", "log:9:1.4", "edges"],
+    ["demo", "demo"],
+]
+
+
+@pytest.mark.parametrize("names", SHAPE_STACKS, ids=lambda names: "+".join(names))
+def test_stack_shape_equals_built_shape(names: list[str]) -> None:
+    shape = stack_shape(names)
+    assert shape == stack_kernels(names).shape
+    assert all(type(n) is int for n in shape)  # plain ints, not numpy scalars
+    assert shape[0] == len(expand_names(names))
+
+
+def _outcome(
+    function: Callable[[Sequence[str]], tuple[int, ...]], names: Sequence[str]
+) -> tuple[object, ...]:
+    """``("ok", shape)`` or ``("error", message, exit_code)``: what a caller can observe."""
+    try:
+        return ("ok", tuple(function(names)))
+    except CbrError as exc:
+        return ("error", str(exc), exc.exit_code)
+
+
+def _built_shape(names: Sequence[str]) -> tuple[int, ...]:
+    return stack_kernels(names).shape
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        (
+            ["box:4", "sobel_x"],
+            r"^kernel 'sobel_x' \(3x3\) cannot be centred in the 4x4 stack: sizes in one stack "
+            r"must all be odd or all be even$",
+        ),
+        (["kirsch", "box:2"], r"^kernel 'box:2' \(2x2\) cannot be centred in the 3x3 stack"),
+        (["nope"], r"^unknown kernel 'nope'"),
+        (["sobel", "sobelx"], r"^unknown kernel 'sobelx'; did you mean 'sobel_x'"),
+        (["gaussian:4"], r"size must be an odd integer in \[1, 101\], but got '4'"),
+        (["gaussian::0"], r"sigma must be a finite number > 0, but got '0'"),
+        (["log:1"], r"size must be an odd integer in \[3, 101\], but got '1'"),
+        (["box:102"], r"size must be an integer in \[1, 101\], but got '102'"),
+        (["box:3:3"], r"takes at most 1 parameter\(s\) \(box:size\)"),
+        (["sobel_x:3"], r"^kernel 'sobel_x' takes no parameters"),
+        (["kirsch:3"], r"^'kirsch' is a kernel set, not a single kernel"),
+        ([], r"^no kernels given$"),
+    ],
+)
+def test_stack_shape_rejects_as_stack_kernels_does(names: list[str], message: str) -> None:
+    with pytest.raises(CbrError, match=message):
+        stack_shape(names)
+    assert _outcome(stack_shape, names) == _outcome(_built_shape, names)
+
+
+_SIZES = st.sampled_from([0, 1, 2, 3, 4, 5, 7, 9, 101, 102])
+_SPECS = st.one_of(
+    st.sampled_from([*kernel_names(), *kernels.set_names(), "sobelx", "Sobel_X", "sobel_x:3"]),
+    st.builds("box:{}".format, _SIZES),
+    st.builds("identity:{}".format, _SIZES),
+    st.builds("gaussian:{}:{}".format, _SIZES, st.sampled_from(["", "0.5", "2", "0", "x"])),
+    st.builds("log:{}:{}".format, _SIZES, st.sampled_from(["", "1.4", "-1"])),
+)
+
+
+@given(names=st.lists(_SPECS, max_size=5))
+def test_stack_shape_agrees_with_stack_kernels_or_both_reject(names: list[str]) -> None:
+    assert _outcome(stack_shape, names) == _outcome(_built_shape, names)
+
+
+def test_stack_shape_does_not_import_numpy() -> None:
+    code = (
+        "import sys, cbr_cli.kernels; "
+        "print(cbr_cli.kernels.stack_shape(['sobel', 'gaussian:7:1.5'])); "
+        "print('numpy' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["(3, 7, 7)", "False"]
 
 
 # -- preview -----------------------------------------------------------------------------
