@@ -335,8 +335,6 @@ def parse_layer(value: Value, index: int) -> LayerSpec:
 
 
 def parse_conv(value: Value, default_seed: int = 0) -> ConvSpec:
-    from cbr_cli import npyfiles
-
     keys = _mapping(value, CONV_KEYS)
     where = {key: v.where for key, v in keys.items()}
     where.setdefault("conv", value.where)
@@ -351,6 +349,8 @@ def parse_conv(value: Value, default_seed: int = 0) -> ConvSpec:
     out_channels = kernel_size = None
     weight = kernels = None
     if "weight" in keys:
+        from cbr_cli import npyfiles  # numpy: only when a .npy is given (keeps `cbr shape` light)
+
         weight = _path(keys["weight"])
         shape = npyfiles.npy_shape(weight, keys["weight"].where)
         if len(shape) != 4:
@@ -434,10 +434,10 @@ def _kernels(value: Value) -> tuple[tuple[str, ...], int, tuple[int, int]]:
         except CbrError as exc:
             raise item.error(str(exc)) from None
     try:
-        stack = bank.stack_kernels(names)
+        count, kh, kw = bank.stack_shape(names)  # sizes only: no numpy at start-up
     except CbrError as exc:
         raise value.error(str(exc)) from None
-    return tuple(names), stack.shape[0], (stack.shape[1], stack.shape[2])
+    return tuple(names), count, (kh, kw)
 
 
 def parse_bn(value: Value) -> BNSpec:
