@@ -226,6 +226,11 @@ def kernels(
     _run(body)
 
 
+from cbr_cli import cli_shape  # noqa: E402  (registers on `app`, defined above)
+
+cli_shape.register(app)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
