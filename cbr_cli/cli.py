@@ -4,8 +4,7 @@ Start-up matters (``cbr --help`` must stay close to ``import typer, rich.console
 numpy, SciPy, Pillow and the YAML machinery are imported inside the commands.
 """
 
-from __future__ import annotations
-
+import copy
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -231,6 +230,25 @@ from cbr_cli import cli_shape  # noqa: E402  (registers on `app`, defined above)
 cli_shape.register(app)
 
 
+def _only(name: str) -> typer.Typer:
+    """``app`` with just the command ``name`` (or all of them if there is no such command).
+
+    Typer builds the Click objects of every registered command on each run (~10 ms per
+    command with many options); the console script builds only the one it runs.
+    """
+    chosen = [
+        info
+        for info in app.registered_commands
+        if (info.name or info.callback.__name__.lower().replace("_", "-")) == name
+    ]
+    if not chosen:
+        return app
+    slim = copy.copy(app)
+    slim.registered_commands = chosen
+    return slim
+
+
 def main() -> None:
     """Console-script entry point."""
-    app()
+    args = sys.argv[1:]
+    (_only(args[0]) if args else app)()

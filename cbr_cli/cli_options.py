@@ -4,8 +4,6 @@ Every layer flag defaults to ``None`` ("not given"); :mod:`cbr_cli.flags` applie
 defaults, so a flag given together with ``-c`` can be told apart from one left alone.
 """
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -110,7 +108,7 @@ Color = Annotated[
 ]
 
 
-def layer_flags(**values: object) -> LayerFlags:
+def layer_flags(**values: object) -> "LayerFlags":
     """Collect the layer flag values of a command into :class:`LayerFlags`."""
     from cbr_cli.flags import LayerFlags  # not at import time: keeps `cbr --help` light
 

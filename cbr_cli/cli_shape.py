@@ -6,8 +6,6 @@ table, YAML (only with ``-c``), numpy (only for ``.npy`` headers and built-in ke
 and Pillow (only with ``--image``) are imported inside the command.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 from pathlib import Path
@@ -99,7 +97,7 @@ def _shape(
     input_size: str | None,
     image: Path | None,
     json_output: bool,
-    flags: LayerFlags,
+    flags: "LayerFlags",
 ) -> None:
     from cbr_cli.errors import CbrError
     from cbr_cli.flags import build_spec
