@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +29,7 @@ import numpy as np
 
 from cbr_cli.errors import CbrError
 from cbr_cli.pipeline import (
+    BuiltLayer,
     StageResult,
     build_layers,
     needs_whole_batch,
@@ -105,13 +106,14 @@ class ApplyResult:
         return {"images": [i.to_dict() for i in self.images], "manifest": self.manifest}
 
 
-def unique_names(paths: Sequence[str]) -> list[str]:
+def unique_names(paths: Sequence[str], taken: Iterable[str] = ()) -> list[str]:
     """Output folder names: the file stem, disambiguated deterministically on collision.
 
     The first file with a stem keeps it; later ones get ``<stem>-<ext>`` (``a-jpg``),
-    then ``<stem>-<ext>-2``, ``-3``, ... Hidden-file stems keep their dot.
+    then ``<stem>-<ext>-2``, ``-3``, ... Hidden-file stems keep their dot. Names in
+    ``taken`` (e.g. sibling folders) are never given out. Comparison ignores case.
     """
-    used: set[str] = set()
+    used: set[str] = {name.lower() for name in taken}
     names = []
     for path in paths:
         p = Path(path)
@@ -265,8 +267,40 @@ def run_apply(
     return ApplyResult(records, str(manifest_path), timings)
 
 
+def process_image(
+    path: str,
+    name: str,
+    out_dir: str | os.PathLike[str],
+    spec: PipelineSpec,
+    options: ApplyOptions,
+    *,
+    color: str | None = None,
+    layers: Callable[[int], list[BuiltLayer]] | None = None,
+    batch_stats: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> ImageRecord:
+    """Run ``spec`` on one image alone and write its files into the folder ``out_dir``.
+
+    The files are those :func:`run_apply` writes per image (``options.out_dir`` is not
+    used). ``color`` overrides ``spec.input.color``; ``layers(channels)`` supplies built
+    layers (default: :func:`~cbr_cli.pipeline.build_layers`); ``batch_stats`` gives
+    dataset-wide statistics for ``mode: batch`` BN layers (see
+    :func:`~cbr_cli.pipeline.run_layers`). Files are written one after another, in the
+    calling thread (``cbr batch`` runs one such call per worker process).
+    """
+    timings = {"load": 0.0, "compute": 0.0, "stats": 0.0, "render": 0.0, "write": 0.0}
+    pixels, sources = load_batch([path], color or spec.input.color, options.resize)
+    image = pixels[0]
+    built = layers(image.shape[0]) if layers is not None else build_layers(spec, image.shape[0])
+    results = run_layers(built, normalize_input(image[None], spec.input), batch_stats=batch_stats)
+    record = ImageRecord(
+        path=os.path.abspath(path), name=name, out_dir=os.fspath(out_dir), source=sources[0]
+    )
+    _write_image(None, record, image, results, 0, spec, options, timings)
+    return record
+
+
 def _write_image(
-    pool: ThreadPoolExecutor,
+    pool: ThreadPoolExecutor | None,
     record: ImageRecord,
     pixels: np.ndarray,
     results: list[StageResult],
@@ -282,7 +316,10 @@ def _write_image(
     pending: list[Future[None]] = []
 
     def submit(fn: Callable[..., None], *args: Any) -> None:
-        pending.append(pool.submit(fn, *args))
+        if pool is None:
+            fn(*args)
+        else:
+            pending.append(pool.submit(fn, *args))
 
     start = time.perf_counter()
     shown = np.clip(pixels, 0.0, 1.0)

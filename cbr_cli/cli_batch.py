@@ -1,0 +1,333 @@
+"""``cbr batch`` and ``cbr calibrate``: folders of images. Parse, call, print, exit code.
+
+Exit codes: 0 all images done; 1 some image failed (the others are done); 2 bad
+arguments or config (nothing written); 130 interrupted (Ctrl-C: finished images are
+kept, the next run resumes).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from cbr_cli import cli_options as opt
+
+FOLDER = "Folder"
+OUTPUT = "Output"
+
+InDir = Annotated[
+    Path,
+    typer.Argument(
+        help="Folder of images (PNG, JPEG, TIFF, BMP, WebP, GIF); other files are skipped."
+    ),
+]
+Recursive = Annotated[
+    bool,
+    typer.Option("--recursive", "-r", help="Include subfolders.", rich_help_panel=FOLDER),
+]
+Glob = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Only paths (relative to IN_DIR) matching this pattern, e.g. '*.png' or 'cats/*.jpg'.",
+        rich_help_panel=FOLDER,
+    ),
+]
+Jobs = Annotated[
+    Optional[int],
+    typer.Option(
+        "--jobs", "-j", min=1, help="Worker processes (default: CPUs available).",
+        rich_help_panel=FOLDER,
+    ),
+]  # fmt: skip
+FailFast = Annotated[
+    bool,
+    typer.Option("--fail-fast", help="Stop at the first image that fails.", rich_help_panel=FOLDER),
+]
+Resize = Annotated[Optional[str], typer.Option(help="Resize every image to HxW first (bicubic).")]
+
+
+def _interrupted(what: str) -> typer.Exit:
+    sys.stderr.write(f"interrupted: {what}\n")
+    return typer.Exit(130)
+
+
+def batch(
+    in_dir: InDir,
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Output folder; mirrors IN_DIR's tree."),
+    ],
+    config: opt.Config = None,
+    recursive: Recursive = False,
+    glob: Glob = None,
+    jobs: Jobs = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Redo every image, even those an earlier run finished.",
+            rich_help_panel=FOLDER,
+        ),
+    ] = False,
+    fail_fast: FailFast = False,
+    out_channels: opt.OutChannels = None,
+    kernel: opt.Kernel = None,
+    kernel_size: opt.KernelSize = None,
+    stride: opt.Stride = None,
+    padding: opt.Padding = None,
+    padding_mode: opt.PaddingMode = None,
+    dilation: opt.Dilation = None,
+    groups: opt.Groups = None,
+    bias: opt.Bias = None,
+    init: opt.Init = None,
+    seed: opt.Seed = None,
+    bn: opt.BNMode = None,
+    eps: opt.Eps = None,
+    momentum: opt.Momentum = None,
+    activation: opt.Activation = None,
+    negative_slope: opt.NegativeSlope = None,
+    color: opt.Color = None,
+    colormap: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Colormap for every map (default: diverging, sequential after ReLU).",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = None,
+    normalize: Annotated[
+        str,
+        typer.Option(help="Colour range per-channel, per-stage or global.", rich_help_panel=OUTPUT),
+    ] = "per-stage",
+    save_npy: Annotated[
+        bool,
+        typer.Option(
+            "--save-npy",
+            help="Also save raw float32 arrays (C, H, W) as .npy.",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = False,
+    channel_pngs: Annotated[
+        bool,
+        typer.Option(
+            "--channel-pngs/--no-channel-pngs",
+            help="Write one PNG per channel.",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = True,
+    resize: Resize = None,
+) -> None:
+    """Run every image of a folder through the pipeline: resumable, parallel, fault-tolerant.
+
+    Writes what `cbr apply` writes per image into OUT/<relative dir>/<name>/, plus
+    stats.csv, aggregate.csv, failures.txt and manifest.json in OUT. A rerun skips
+    finished images. A BN in mode batch normalises with statistics over the whole
+    folder (PyTorch train mode with the folder as one batch), cached in OUT/bn_stats.json.
+    Exit code 1 if any image failed, 130 if interrupted.
+    """
+    flags = opt.layer_flags(
+        out_channels=out_channels, kernel=kernel, kernel_size=kernel_size, stride=stride,
+        padding=padding, padding_mode=padding_mode, dilation=dilation, groups=groups, bias=bias,
+        init=init, seed=seed, bn=bn, eps=eps, momentum=momentum, activation=activation,
+        negative_slope=negative_slope, color=color,
+    )  # fmt: skip
+
+    def body() -> Any:
+        from rich.console import Console
+
+        from cbr_cli.apply import ApplyOptions
+        from cbr_cli.batch import BatchOptions, run_batch
+        from cbr_cli.cli import _check_colormap, _check_normalize, _parse_size
+        from cbr_cli.flags import build_spec
+        from cbr_cli.progress import ProgressDisplay
+
+        spec = build_spec(config, flags)
+        options = BatchOptions(
+            out_dir=str(out),
+            recursive=recursive,
+            glob=glob,
+            jobs=jobs,
+            force=force,
+            fail_fast=fail_fast,
+            output=ApplyOptions(
+                out_dir=str(out),
+                colormap=_check_colormap(colormap),
+                normalize=_check_normalize(normalize),
+                save_npy=save_npy,
+                channel_pngs=channel_pngs,
+                resize=_parse_size(resize, "--resize") if resize else None,
+            ),
+        )
+        with ProgressDisplay(Console(stderr=True)) as display:
+            return run_batch(in_dir, spec, options, on_progress=display)
+
+    from cbr_cli.cli import _run
+
+    try:
+        result = _run(body)
+    except KeyboardInterrupt:
+        raise _interrupted(
+            f"finished images are kept in {out}; run the same command again to resume"
+        ) from None
+    _print_batch(result)
+    raise typer.Exit(1 if result.failures else 0)
+
+
+def _print_batch(result: Any) -> None:
+    from rich.console import Console
+
+    from cbr_cli.report_batch import failures_table, summary_table
+
+    console = Console()
+    counts = {k: result.count(k) for k in ("processed", "skipped", "failed", "not run")}
+    if not counts["not run"]:
+        del counts["not run"]
+    console.print(summary_table(counts))
+    if result.failures:
+        console.print(failures_table(result.failures, result.files["failures"]))
+    if result.stopped:
+        console.print("stopped at the first failure (--fail-fast)", style="yellow")
+    console.print(f"wrote {result.out_dir}", highlight=False, soft_wrap=True)
+
+
+def calibrate(
+    in_dir: InDir,
+    config: Annotated[
+        Path,
+        typer.Option("--config", "-c", help="Pipeline YAML with BN layers in mode: batch."),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Calibrated pipeline YAML to write."),
+    ],
+    momentum: Annotated[
+        Optional[float],
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Instead of the exact dataset average: PyTorch's exponential update with "
+            "this momentum, one train-mode step per image in sorted order (a DataLoader "
+            "with batch size 1), starting from mean 0 / variance 1.",
+        ),
+    ] = None,
+    recursive: Recursive = False,
+    glob: Glob = None,
+    jobs: Jobs = None,
+    fail_fast: FailFast = False,
+    color: opt.Color = None,
+    resize: Resize = None,
+) -> None:
+    """Compute dataset-wide BatchNorm statistics; write the pipeline in BN mode running.
+
+    Every BN in mode batch becomes mode running with running_mean = the mean and
+    running_var = the unbiased variance over every output position of every image (as
+    PyTorch stores them). `cbr apply`/`cbr batch` with the written file then
+    normalise each image as batch mode over the whole folder would (PyTorch's eval
+    mode after train mode), in one pass. Exit code 1 if an image failed (it is left
+    out of the statistics).
+    """
+
+    def body() -> Any:
+        from rich.console import Console
+
+        from cbr_cli import __version__
+        from cbr_cli.batch import check_config, folder_color
+        from cbr_cli.calibrate import (
+            RunSetup,
+            calibrated_plain,
+            dataset_bn_stats,
+            momentum_bn_stats,
+            write_pipeline_yaml,
+        )
+        from cbr_cli.cli import _parse_size
+        from cbr_cli.discover import discover
+        from cbr_cli.errors import CbrError
+        from cbr_cli.flags import LayerFlags, build_spec
+        from cbr_cli.pool import default_jobs
+        from cbr_cli.progress import ProgressDisplay
+
+        spec = build_spec(config, LayerFlags(color=color))
+        if out.is_dir():
+            raise CbrError(f"--out {out}: is a folder; give the YAML file to write")
+        size = _parse_size(resize, "--resize") if resize else None
+        paths = discover(in_dir, recursive, glob)
+        if not paths:
+            raise CbrError(f"no images found in {in_dir}")
+        names = [p.relative_to(in_dir).as_posix() for p in paths]
+        files = [str(p) for p in paths]
+        chosen, channels = folder_color(spec, files)
+        check_config(RunSetup(spec, chosen), channels)
+        common = {
+            "color": chosen,
+            "resize": size,
+            "jobs": jobs or default_jobs(),
+            "names": names,
+            "fail_fast": fail_fast,
+        }
+        with ProgressDisplay(Console(stderr=True)) as display:
+            if momentum is None:
+                stats = dataset_bn_stats(files, spec, on_progress=display, **common)
+                running, images = stats.running(), stats.images
+                how = (
+                    "exact dataset mean and unbiased variance over every output position "
+                    "(PyTorch's buffers after one train-mode pass of the folder as one batch)"
+                )
+            else:
+                stats = momentum_bn_stats(files, spec, momentum, on_progress=display, **common)
+                running, images = stats.running, stats.images
+                how = (
+                    f"PyTorch's exponential update, momentum {momentum}, one train-mode step "
+                    "per image in sorted order (batch size 1), from mean 0 / variance 1"
+                )
+        if stats.stopped:
+            return stats, None, None
+        if images == 0:
+            raise CbrError(f"no image in {in_dir} could be read; nothing written", 1)
+        plain = calibrated_plain(spec, running)
+        if chosen is not None and spec.input.color is None:
+            plain.setdefault("input", {})["color"] = chosen
+            plain = {"input": plain.pop("input"), **plain}
+        header = [
+            f"Calibrated by cbr {__version__} (cbr calibrate) from {images} images in "
+            f"{os.path.abspath(in_dir)}"
+            + (f" ({len(stats.failures)} failed)" if stats.failures else ""),
+            f"Pipeline: {spec.source}",
+            f"BatchNorm statistics: {how}.",
+        ]
+        if size is not None:
+            header.append(
+                f"Images were resized to {size[0]}x{size[1]}: pass --resize {size[0]}x{size[1]} "
+                "to cbr apply / cbr batch too."
+            )
+        write_pipeline_yaml(out, plain, "\n".join(header))
+        return stats, running, str(out)
+
+    from cbr_cli.cli import _run
+
+    try:
+        stats, running, written = _run(body)
+    except KeyboardInterrupt:
+        raise _interrupted("nothing written") from None
+    from rich.console import Console
+
+    from cbr_cli.report_batch import bn_stats_table, failures_table
+
+    console = Console()
+    if running is not None:
+        console.print(bn_stats_table(running))
+    if stats.failures:
+        console.print(failures_table(stats.failures))
+    if written is None:
+        console.print("stopped at the first failure (--fail-fast); nothing written", style="yellow")
+    else:
+        console.print(f"wrote {written}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1 if stats.failures else 0)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``batch`` and ``calibrate`` to the ``cbr`` app."""
+    app.command()(batch)
+    app.command()(calibrate)

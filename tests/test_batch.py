@@ -1,0 +1,441 @@
+"""`cbr batch`: discovery, mirrored outputs, failures, dataset-wide BN, resume, kill, Ctrl-C."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from cbr_cli.apply import ApplyOptions, run_apply
+from cbr_cli.cli import app
+from cbr_cli.discover import discover, plan_outputs
+from cbr_cli.flags import LayerFlags, build_spec
+from cbr_cli.resume import MARKER
+
+runner = CliRunner()
+
+NO_PNGS = ["--no-channel-pngs"]
+IMAGES = 16  # in the killed/interrupted runs
+
+
+def save(path: Path, rng: np.random.Generator, size=(24, 32), mode="RGB", fmt=None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    channels = 3 if mode == "RGB" else 1
+    pixels = (rng.random((*size, channels)) * 255).astype(np.uint8)
+    image = Image.fromarray(pixels[..., 0] if channels == 1 else pixels)
+    image.save(path, format=fmt)
+    return path
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (relative path -> bytes)."""
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def mtimes(root: Path) -> dict[str, int]:
+    return {
+        p.relative_to(root).as_posix(): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()
+    }
+
+
+@pytest.fixture
+def mixed(tmp_path: Path) -> Path:
+    """Nested folders, five formats, a corrupt, an empty, a fake and a text file."""
+    rng = np.random.default_rng(5)
+    root = tmp_path / "in"
+    save(root / "a.png", rng)
+    save(root / "a.jpg", rng, fmt="JPEG")
+    save(root / "b.bmp", rng)
+    save(root / "sub" / "c.tif", rng, mode="L")
+    save(root / "sub" / "deeper" / "d.gif", rng)
+    save(root / "sub" / "e.webp", rng)
+    save(root / ".hidden" / "h.png", rng)
+    save(root / ".dot.png", rng)
+    good = (root / "a.png").read_bytes()
+    (root / "sub" / "corrupt.png").write_bytes(good[: len(good) // 2])
+    (root / "empty.png").write_bytes(b"")
+    (root / "fake.jpg").write_text("this is text, not a JPEG")
+    (root / "notes.txt").write_text("not an image; skipped silently")
+    (root / "dangling.png").symlink_to(tmp_path / "nowhere.png")
+    return root
+
+
+# -- discovery and layout ----------------------------------------------------------------
+
+
+def test_discover_sorted_skips_hidden_dangling_and_non_images(mixed: Path):
+    rel = [p.relative_to(mixed).as_posix() for p in discover(mixed, recursive=True)]
+    assert rel == [
+        "a.jpg", "a.png", "b.bmp", "empty.png", "fake.jpg",
+        "sub/c.tif", "sub/corrupt.png", "sub/deeper/d.gif", "sub/e.webp",
+    ]  # fmt: skip
+    top = [p.name for p in discover(mixed)]
+    assert top == ["a.jpg", "a.png", "b.bmp", "empty.png", "fake.jpg"]
+    assert [p.name for p in discover(mixed, True, "*.png")] == ["a.png", "empty.png", "corrupt.png"]
+    assert [p.name for p in discover(mixed, True, "deeper/*")] == ["d.gif"]
+
+
+def test_folder_symlinks_are_not_followed(tmp_path: Path):
+    save(tmp_path / "in" / "real" / "x.png", np.random.default_rng(0))
+    (tmp_path / "in" / "loop").symlink_to(tmp_path / "in", target_is_directory=True)
+    assert [p.name for p in discover(tmp_path / "in", recursive=True)] == ["x.png"]
+
+
+def test_output_names_mirror_the_tree_and_avoid_collisions(tmp_path: Path):
+    rng = np.random.default_rng(1)
+    root = tmp_path / "in"
+    for name in ("a.png", "a.jpg", "A.bmp", "sub.png", "sub/x.png", "sub/x.PNG"):
+        save(root / name, rng)
+    jobs = plan_outputs(root, discover(root, recursive=True), tmp_path / "out")
+    assert {j.rel: j.out_rel for j in jobs} == {
+        "A.bmp": "A",  # sorted by code point: upper case first, keeps the stem
+        "a.jpg": "a-jpg",
+        "a.png": "a-png",
+        "sub.png": "sub-png",  # 'sub' is the mirrored folder
+        "sub/x.PNG": "sub/x",
+        "sub/x.png": "sub/x-png",
+    }
+    assert jobs[0].folder == str(tmp_path / "out" / "A")
+
+
+@pytest.mark.parametrize("where", ["inside", "same", "around"])
+def test_output_folder_overlapping_the_input_is_refused(tmp_path: Path, where: str):
+    root = tmp_path / "data" / "in"
+    save(root / "x.png", np.random.default_rng(0))
+    out = {"inside": root / "out", "same": root, "around": tmp_path / "data"}[where]
+    result = runner.invoke(app, ["batch", str(root), "-o", str(out), "-r"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: --out") and "input folder" in result.stderr
+    assert not (root / "out").exists() and sorted(os.listdir(root)) == ["x.png"]
+
+
+def test_a_config_that_does_not_fit_the_images_fails_before_writing(tmp_path: Path):
+    save(tmp_path / "in" / "x.png", np.random.default_rng(0))  # RGB
+    config = tmp_path / "p.yaml"
+    config.write_text("input: {mean: [0.5]}\nlayers:\n  - conv: {out_channels: 2}\n")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["batch", str(tmp_path / "in"), "-o", str(out), "-c", str(config)])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: ") and "input.mean" in result.stderr
+    assert not out.exists()
+
+
+def test_an_output_path_that_is_a_file_is_a_one_line_error(tmp_path: Path):
+    save(tmp_path / "in" / "x.png", np.random.default_rng(0))
+    (tmp_path / "file").write_text("x")
+    result = runner.invoke(app, ["batch", str(tmp_path / "in"), "-o", str(tmp_path / "file")])
+    assert result.exit_code == 2
+    assert result.stderr == f"error: --out {tmp_path / 'file'}: exists and is not a folder\n"
+
+
+def test_a_folder_without_images_is_an_error(tmp_path: Path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "readme.txt").write_text("x")
+    result = runner.invoke(app, ["batch", str(tmp_path / "in"), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "no images found" in result.stderr
+
+
+# -- a whole run -------------------------------------------------------------------------
+
+
+def test_mixed_folder_mirrored_failures_reported_exit_1(mixed: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app, ["batch", str(mixed), "-o", str(out), "-r", "-j", "1", "--save-npy"]
+    )
+    assert result.exit_code == 1, result.output
+    failures = (out / "failures.txt").read_text().splitlines()
+    assert [line.split(":")[0] for line in failures] == ["empty.png", "fake.jpg", "sub/corrupt.png"]
+    assert "file is empty" in failures[0] and "truncated" in failures[2]
+    for name in ("empty.png", "fake.jpg", "sub/corrupt.png"):
+        assert name in result.stdout
+    done = {"a-jpg", "a", "b", "sub/c", "sub/deeper/d", "sub/e"}
+    folders = {p.parent.relative_to(out).as_posix() for p in out.rglob(MARKER)}
+    assert folders == {"a", "a-png", "b", "sub/c", "sub/deeper/d", "sub/e"} != done
+    assert not (out / "empty").exists() and not (out / "sub" / "corrupt").exists()
+    for folder in folders:  # the files cbr apply writes per image
+        names = sorted(p.name for p in (out / folder).iterdir())
+        assert names == sorted(
+            [MARKER, "input.png"]
+            + [f"layer1_{s}_grid.png" for s in ("conv", "bn", "act")]
+            + [f"layer1_{s}_c{c:02d}.png" for s in ("conv", "bn", "act") for c in range(8)]
+            + [f"layer1_{s}.npy" for s in ("conv", "bn", "act")]
+        )
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"] == {"done": 6, "failed": 3, "not run": 0}
+    assert manifest["options"]["color"] == "rgb"  # sub/c.tif is gray: the folder is read as RGB
+    assert "created" not in manifest
+    with open(out / "stats.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6 * 3 * 8 and rows[0]["image"] == "a.jpg"
+    with open(out / "aggregate.csv", newline="") as f:
+        aggregate = list(csv.DictReader(f))
+    assert len(aggregate) == 3 * 8 and {r["images"] for r in aggregate} == {"6"}
+    # Exact aggregate: the dataset mean/std of a stage equals numpy's over all arrays.
+    conv = np.concatenate(
+        [np.load(out / f / "layer1_conv.npy").reshape(8, -1) for f in sorted(folders)], axis=1
+    ).astype(np.float64)
+    for row in aggregate[:8]:
+        c = int(row["channel"])
+        assert float(row["mean"]) == pytest.approx(conv[c].mean(), rel=1e-12, abs=1e-12)
+        assert float(row["std"]) == pytest.approx(conv[c].std(), rel=1e-5)
+        assert int(row["count"]) == conv.shape[1]
+
+
+def test_dataset_bn_equals_train_mode_over_the_folder_as_one_batch(tmp_path: Path):
+    rng = np.random.default_rng(2)
+    root = tmp_path / "in"
+    paths = [str(save(root / f"sub{i % 2}" / f"im{i}.png", rng)) for i in range(5)]
+    config = tmp_path / "p.yaml"
+    config.write_text(
+        "layers:\n"
+        "  - conv: {out_channels: 4, padding: 1, seed: 7}\n    bn: batch\n"
+        "  - conv: {out_channels: 3, stride: 2, seed: 8}\n    bn: {mode: batch, weight: 2.0}\n"
+        "    activation: none\n"
+    )
+    out = tmp_path / "out"
+    args = ["batch", str(root), "-o", str(out), "-r", "-c", str(config), "--save-npy", "-j", "1"]
+    assert runner.invoke(app, [*args, *NO_PNGS]).exit_code == 0
+    spec = build_spec(config, LayerFlags())
+    whole = run_apply(
+        sorted(paths),
+        spec,
+        ApplyOptions(out_dir=str(tmp_path / "ref"), save_npy=True, channel_pngs=False),
+    )  # cbr apply on all images: one batch, PyTorch train-mode BN
+    for record in whole.images:
+        rel = Path(record.path).relative_to(root).with_suffix("")
+        for stage in ("layer1_bn", "layer1_act", "layer2_bn"):
+            want = np.load(Path(record.out_dir) / f"{stage}.npy")
+            got = np.load(out / rel / f"{stage}.npy")
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-6)
+    stats = json.loads((out / "bn_stats.json").read_text())
+    assert stats["images"] == 5 and list(stats["layers"]) == ["layer1", "layer2"]
+
+
+def test_two_workers_write_the_same_bytes_as_one(mixed: Path, tmp_path: Path):
+    for jobs in ("1", "2"):
+        out = tmp_path / f"jobs{jobs}"
+        assert (
+            runner.invoke(app, ["batch", str(mixed), "-o", str(out), "-r", "-j", jobs]).exit_code
+            == 1
+        )
+    assert tree(tmp_path / "jobs1") == tree(tmp_path / "jobs2")
+
+
+def test_fail_fast_stops_at_the_first_failure(tmp_path: Path):
+    rng = np.random.default_rng(3)
+    root = tmp_path / "in"
+    (root).mkdir()
+    (root / "a0.png").write_bytes(b"")
+    for i in range(1, 4):
+        save(root / f"a{i}.png", rng)
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app, ["batch", str(root), "-o", str(out), "--bn", "off", "--fail-fast", "-j", "1", *NO_PNGS]
+    )
+    assert result.exit_code == 1 and "--fail-fast" in result.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"] == {"done": 0, "failed": 1, "not run": 3}
+    assert not list(out.rglob(MARKER))
+
+
+# -- resume ------------------------------------------------------------------------------
+
+
+def test_rerun_skips_finished_images_without_rewriting_them(mixed: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    args = ["batch", str(mixed), "-o", str(out), "-r", "-j", "1", "--bn", "off", *NO_PNGS]
+    assert runner.invoke(app, args).exit_code == 1
+    before = mtimes(out)
+    again = runner.invoke(app, args)
+    assert again.exit_code == 1
+    assert "skipped" in again.stdout
+    after = mtimes(out)
+    image_files = [k for k in before if "/" in k]  # not the folder-level reports
+    assert image_files and all(after[k] == before[k] for k in image_files)
+
+    time.sleep(0.01)  # a new mtime for b.bmp: only b is redone
+    save(mixed / "b.bmp", np.random.default_rng(99))
+    assert runner.invoke(app, args).exit_code == 1
+    later = mtimes(out)
+    changed = {k.split("/")[0] for k in image_files if later[k] != before[k]}
+    assert changed == {"b"}
+
+    recolored = runner.invoke(app, [*args, "--colormap", "gray"])  # outputs differ: all redone
+    assert recolored.exit_code == 1
+    final = mtimes(out)
+    assert all(final[k] != later[k] for k in image_files)
+
+    forced = runner.invoke(app, [*args, "--colormap", "gray", "--force"])
+    assert forced.exit_code == 1
+    assert all(mtimes(out)[k] != final[k] for k in image_files)
+
+
+def test_adding_an_image_changes_dataset_stats_so_all_are_redone(tmp_path: Path):
+    rng = np.random.default_rng(4)
+    root = tmp_path / "in"
+    for i in range(3):
+        save(root / f"i{i}.png", rng)
+    out = tmp_path / "out"
+    args = ["batch", str(root), "-o", str(out), "-j", "1", *NO_PNGS]
+    assert runner.invoke(app, args).exit_code == 0
+    before = mtimes(out)
+    skipped = runner.invoke(app, args)
+    assert skipped.exit_code == 0 and mtimes(out)["i0/input.png"] == before["i0/input.png"]
+    save(root / "i3.png", rng)
+    assert runner.invoke(app, args).exit_code == 0
+    assert mtimes(out)["i0/input.png"] != before["i0/input.png"]
+    assert json.loads((out / "bn_stats.json").read_text())["images"] == 4
+
+
+def test_unfinished_folders_are_cleaned_and_redone(tmp_path: Path):
+    rng = np.random.default_rng(6)
+    root = tmp_path / "in"
+    save(root / "x.png", rng)
+    out = tmp_path / "out"
+    args = ["batch", str(root), "-o", str(out), "-j", "1", *NO_PNGS]
+    assert runner.invoke(app, args).exit_code == 0
+    reference = tree(out)
+    # What a SIGKILL mid-image leaves: no marker, a half-written temp file, a stale map.
+    (out / "x" / MARKER).unlink()
+    (out / "x" / ".layer1_act_grid.png.0123abcd.tmp").write_bytes(b"partial")
+    (out / "x" / "layer1_bn_grid.png").write_bytes(b"stale")
+    (out / ".manifest.json.89abcdef.tmp").write_bytes(b"partial")
+    (out / "x" / "my-notes.txt").write_text("not cbr's: kept")
+    assert runner.invoke(app, args).exit_code == 0
+    assert tree(out) == {**reference, "x/my-notes.txt": b"not cbr's: kept"}
+
+
+# -- killed and interrupted runs (real processes) ----------------------------------------
+
+
+def _start(args: list[str], cwd: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "cbr_cli", "batch", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group, as a shell job would be
+    )
+
+
+def _wait_for_markers(out: Path, count: int, process: subprocess.Popen[bytes]) -> int:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = len(list(out.rglob(MARKER))) if out.exists() else 0
+        if found >= count or process.poll() is not None:
+            return found
+        time.sleep(0.005)
+    raise AssertionError("no image finished within 60 s")
+
+
+def _live_processes(group: int) -> list[int]:
+    """Processes of a process group that are still running (not zombies)."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] not in ("Z", "X"):
+            alive.append(int(stat.parent.name))
+    return alive
+
+
+@pytest.fixture(scope="module")
+def folder_and_reference(tmp_path_factory: pytest.TempPathFactory):
+    """16 images (two folders, one broken) and an uninterrupted run's output."""
+    base = tmp_path_factory.mktemp("killed")
+    rng = np.random.default_rng(7)
+    for i in range(IMAGES):
+        save(base / "in" / f"part{i % 2}" / f"im{i:02d}.png", rng, size=(40, 48))
+    (base / "in" / "part0" / "im99.png").write_bytes(b"broken")
+    args = ["in", "-o", "reference", "-r", "-j", "2", "--save-npy", *NO_PNGS]
+    assert _run_here(args, base).exit_code == 1
+    return base, args, tree(base / "reference")
+
+
+def _run_here(args: list[str], cwd: Path):
+    """An uninterrupted run, in this process (the same code and bytes as a subprocess)."""
+    previous = os.getcwd()
+    os.chdir(cwd)
+    try:
+        return runner.invoke(app, ["batch", *args])
+    finally:
+        os.chdir(previous)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_sigkill_then_rerun_gives_the_uninterrupted_output(folder_and_reference):
+    base, args, reference = folder_and_reference
+    out = "killed"
+    run_args = [args[0], "-o", out, *args[3:]]
+    process = _start(run_args, base)
+    found = _wait_for_markers(base / out, 1, process)
+    os.kill(process.pid, signal.SIGKILL)  # the main process only; its workers must follow
+    process.communicate()
+    assert found < IMAGES, "the run finished before it could be killed"
+    deadline = time.monotonic() + 5
+    while _live_processes(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _live_processes(process.pid) == []  # no orphan still writing files
+
+    rerun = _run_here(run_args, base)
+    assert rerun.exit_code == 1
+    assert "already done" in rerun.stderr
+    assert tree(base / out) == reference
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_ctrl_c_stops_promptly_exits_130_and_leaves_no_partial_files(folder_and_reference):
+    base, args, reference = folder_and_reference
+    run_args = [args[0], "-o", "interrupted", *args[3:]]
+    process = _start(run_args, base)
+    found = _wait_for_markers(base / "interrupted", 2, process)
+    assert found < IMAGES, "the run finished before it could be interrupted"
+    started = time.monotonic()
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert time.monotonic() - started < 5
+    assert "interrupted" in err.decode() and "Traceback" not in err.decode()
+    assert _live_processes(process.pid) == []
+    out = base / "interrupted"
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    image_folders = [p for p in out.rglob("im*") if p.is_dir()]
+    assert image_folders, "no finished image was kept"
+    for folder in image_folders:  # every image folder left is a finished one, intact
+        rel = folder.relative_to(out).as_posix()
+        assert (folder / MARKER).exists()
+        assert tree(folder) == {
+            k[len(rel) + 1 :]: v for k, v in reference.items() if k.startswith(rel + "/")
+        }
+
+    assert _run_here(run_args, base).exit_code == 1
+    assert tree(out) == reference
+
+
+# -- help --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["batch", "calibrate"])
+def test_commands_have_help(command: str):
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0
+    assert "Usage" in result.stdout and len(result.stdout) > 500
