@@ -229,6 +229,10 @@ from cbr_cli import cli_shape  # noqa: E402  (registers on `app`, defined above)
 
 cli_shape.register(app)
 
+from cbr_cli import cli_batch  # noqa: E402  (registers `batch` and `calibrate` on `app`)
+
+cli_batch.register(app)
+
 
 def _only(name: str) -> typer.Typer:
     """``app`` with just the command ``name`` (or all of them if there is no such command).
