@@ -228,7 +228,7 @@ def run_apply(
         sizes = {p.shape[1:] for p in pixels}
         if len(sizes) > 1:
             listing = ", ".join(
-                f"{Path(p).name} {a.shape[2]}x{a.shape[1]}"
+                f"{Path(p).name} {a.shape[1]}x{a.shape[2]}"  # HxW, as --resize takes it
                 for p, a in zip(paths, pixels, strict=True)
             )
             raise CbrError(
@@ -239,8 +239,8 @@ def run_apply(
     else:
         groups = [[i] for i in range(len(pixels))]
 
+    layers = build_layers(spec, int(pixels[0].shape[0]))  # config errors before any write
     out_root = ensure_dir(options.out_dir)
-    layers = build_layers(spec, int(pixels[0].shape[0]))
     records: list[ImageRecord] = []
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
         for group in groups:

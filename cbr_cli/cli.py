@@ -66,7 +66,7 @@ def apply(
     images: Images,
     config: opt.Config = None,
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Output folder.", file_okay=False)
+        Path, typer.Option("--out", "-o", help="Output folder.")
     ] = Path("cbr-out"),
     out_channels: opt.OutChannels = None,
     kernel: opt.Kernel = None,

@@ -414,11 +414,6 @@ def test_batch_bn_over_different_sizes_is_an_error_naming_resize(tmp_path: Path)
     assert not out.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: apply.run_apply lists the sizes as WxH ('a.png 12x10') next to the advice "
-    "'--resize HxW', so the numbers read backwards",
-)
 def test_size_mismatch_lists_sizes_in_the_resize_order(tmp_path: Path) -> None:
     a = gray_png(tmp_path / "a.png", 10, 12)
     b = gray_png(tmp_path / "b.png", 16, 16)
@@ -560,11 +555,6 @@ def test_out_that_is_a_file_is_refused(tmp_path: Path) -> None:
     assert target.read_text() == "keep me"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: cli.py declares --out with file_okay=False, so Click prints a multi-line "
-    "usage box instead of cbr's one-line error (apply._check_paths already reports it)",
-)
 def test_out_that_is_a_file_is_a_one_line_error(tmp_path: Path) -> None:
     image = gray_png(tmp_path / "img.png", 8, 8)
     (tmp_path / "taken").write_text("keep me")

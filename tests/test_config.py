@@ -309,12 +309,6 @@ def test_error_location_uses_the_path_as_given(workdir: Path) -> None:
     assert_one_line_error(result, "sub dir/ü.yaml:2:37: layers[0].conv.stride: ")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: apply.run_apply calls ensure_dir(OUT) before build_layers, so a config "
-    "error found while materialising weights (here: bias length vs. channels) leaves an "
-    "empty OUT folder behind",
-)
 def test_errors_found_when_building_layers_leave_no_folder(workdir: Path) -> None:
     result = run_config(CONV2 + "    bn:\n      weight: [1, 2, 3]\n")
     assert result.exit_code == 2
