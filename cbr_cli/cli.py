@@ -65,9 +65,7 @@ Images = Annotated[
 def apply(
     images: Images,
     config: opt.Config = None,
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="Output folder.")
-    ] = Path("cbr-out"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("cbr-out"),
     out_channels: opt.OutChannels = None,
     kernel: opt.Kernel = None,
     kernel_size: opt.KernelSize = None,
