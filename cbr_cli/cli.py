@@ -83,26 +83,11 @@ def apply(
     activation: opt.Activation = None,
     negative_slope: opt.NegativeSlope = None,
     color: opt.Color = None,
-    colormap: Annotated[
-        Optional[str],
-        typer.Option(
-            help="Colormap for every map: rdbu, viridis, magma or gray "
-            "(default: diverging for signed maps, sequential after ReLU)."
-        ),
-    ] = None,
-    normalize: Annotated[
-        str, typer.Option(help="Colour range per-channel, per-stage or global.")
-    ] = "per-stage",
-    save_npy: Annotated[
-        bool, typer.Option("--save-npy", help="Also save raw float32 arrays (C, H, W) as .npy.")
-    ] = False,
-    channel_pngs: Annotated[
-        bool,
-        typer.Option("--channel-pngs/--no-channel-pngs", help="Write one PNG per channel."),
-    ] = True,
-    resize: Annotated[
-        Optional[str], typer.Option(help="Resize every image to HxW first (bicubic).")
-    ] = None,
+    colormap: opt.Colormap = None,
+    normalize: opt.Normalize = "per-stage",
+    save_npy: opt.SaveNpy = False,
+    channel_pngs: opt.ChannelPngs = True,
+    resize: opt.Resize = None,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print statistics and written paths as JSON on stdout.")
     ] = False,
@@ -120,45 +105,14 @@ def apply(
     )  # fmt: skip
 
     def body() -> None:
-        from cbr_cli.apply import ApplyOptions, run_apply
+        from cbr_cli.apply import run_apply
         from cbr_cli.flags import build_spec
 
         spec = build_spec(config, flags)
-        options = ApplyOptions(
-            out_dir=str(out),
-            colormap=_check_colormap(colormap),
-            normalize=_check_normalize(normalize),
-            save_npy=save_npy,
-            channel_pngs=channel_pngs,
-            resize=_parse_size(resize, "--resize") if resize else None,
-        )
+        options = opt.output_options(out, colormap, normalize, save_npy, channel_pngs, resize)
         _print_apply(run_apply([str(p) for p in images], spec, options), json_output)
 
     _run(body)
-
-
-def _check_colormap(name: str | None) -> str | None:
-    if name is None:
-        return None
-    from cbr_cli import render
-
-    if name.lower() not in render.COLORMAPS:
-        raise CbrError(f"--colormap: expected one of {list(render.COLORMAPS)} (got {name!r})")
-    return name.lower()
-
-
-def _check_normalize(value: str) -> str:
-    choices = ("per-channel", "per-stage", "global")
-    if value not in choices:
-        raise CbrError(f"--normalize: expected one of {list(choices)} (got {value!r})")
-    return value
-
-
-def _parse_size(text: str, flag: str) -> tuple[int, int]:
-    parts = text.lower().replace(",", "x").split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-        raise CbrError(f"{flag}: expected HxW with positive integers, e.g. 512x512 (got {text!r})")
-    return int(parts[0]), int(parts[1])
 
 
 def _print_apply(result: object, json_output: bool) -> None:

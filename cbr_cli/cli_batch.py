@@ -47,7 +47,6 @@ FailFast = Annotated[
     bool,
     typer.Option("--fail-fast", help="Stop at the first image that fails.", rich_help_panel=FOLDER),
 ]
-Resize = Annotated[Optional[str], typer.Option(help="Resize every image to HxW first (bicubic).")]
 
 
 def _interrupted(what: str) -> typer.Exit:
@@ -91,34 +90,11 @@ def batch(
     activation: opt.Activation = None,
     negative_slope: opt.NegativeSlope = None,
     color: opt.Color = None,
-    colormap: Annotated[
-        Optional[str],
-        typer.Option(
-            help="Colormap for every map (default: diverging, sequential after ReLU).",
-            rich_help_panel=OUTPUT,
-        ),
-    ] = None,
-    normalize: Annotated[
-        str,
-        typer.Option(help="Colour range per-channel, per-stage or global.", rich_help_panel=OUTPUT),
-    ] = "per-stage",
-    save_npy: Annotated[
-        bool,
-        typer.Option(
-            "--save-npy",
-            help="Also save raw float32 arrays (C, H, W) as .npy.",
-            rich_help_panel=OUTPUT,
-        ),
-    ] = False,
-    channel_pngs: Annotated[
-        bool,
-        typer.Option(
-            "--channel-pngs/--no-channel-pngs",
-            help="Write one PNG per channel.",
-            rich_help_panel=OUTPUT,
-        ),
-    ] = True,
-    resize: Resize = None,
+    colormap: opt.Colormap = None,
+    normalize: opt.Normalize = "per-stage",
+    save_npy: opt.SaveNpy = False,
+    channel_pngs: opt.ChannelPngs = True,
+    resize: opt.Resize = None,
 ) -> None:
     """Run every image of a folder through the pipeline: resumable, parallel, fault-tolerant.
 
@@ -138,9 +114,7 @@ def batch(
     def body() -> Any:
         from rich.console import Console
 
-        from cbr_cli.apply import ApplyOptions
         from cbr_cli.batch import BatchOptions, run_batch
-        from cbr_cli.cli import _check_colormap, _check_normalize, _parse_size
         from cbr_cli.flags import build_spec
         from cbr_cli.progress import ProgressDisplay
 
@@ -152,14 +126,7 @@ def batch(
             jobs=jobs,
             force=force,
             fail_fast=fail_fast,
-            output=ApplyOptions(
-                out_dir=str(out),
-                colormap=_check_colormap(colormap),
-                normalize=_check_normalize(normalize),
-                save_npy=save_npy,
-                channel_pngs=channel_pngs,
-                resize=_parse_size(resize, "--resize") if resize else None,
-            ),
+            output=opt.output_options(out, colormap, normalize, save_npy, channel_pngs, resize),
         )
         with ProgressDisplay(Console(stderr=True)) as display:
             return run_batch(in_dir, spec, options, on_progress=display)
@@ -218,7 +185,7 @@ def calibrate(
     jobs: Jobs = None,
     fail_fast: FailFast = False,
     color: opt.Color = None,
-    resize: Resize = None,
+    resize: opt.Resize = None,
 ) -> None:
     """Compute dataset-wide BatchNorm statistics; write the pipeline in BN mode running.
 
@@ -242,7 +209,6 @@ def calibrate(
             momentum_bn_stats,
             write_pipeline_yaml,
         )
-        from cbr_cli.cli import _parse_size
         from cbr_cli.discover import discover
         from cbr_cli.errors import CbrError
         from cbr_cli.flags import LayerFlags, build_spec
@@ -252,7 +218,7 @@ def calibrate(
         spec = build_spec(config, LayerFlags(color=color))
         if out.is_dir():
             raise CbrError(f"--out {out}: is a folder; give the YAML file to write")
-        size = _parse_size(resize, "--resize") if resize else None
+        size = opt.parse_size(resize)
         paths = discover(in_dir, recursive, glob)
         if not paths:
             raise CbrError(f"no images found in {in_dir}")

@@ -9,7 +9,10 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from cbr_cli.errors import CbrError
+
 if TYPE_CHECKING:
+    from cbr_cli.apply import ApplyOptions
     from cbr_cli.flags import LayerFlags
 
 CONV = "Conv layer (one block; with -c they override a one-layer config)"
@@ -113,3 +116,80 @@ def layer_flags(**values: object) -> "LayerFlags":
     from cbr_cli.flags import LayerFlags  # not at import time: keeps `cbr --help` light
 
     return LayerFlags(**values)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------ output options
+
+OUTPUT = "Output"
+NORMALIZE_CHOICES = ("per-channel", "per-stage", "global")
+
+Colormap = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Colormap for every map: rdbu, viridis, magma or gray "
+        "(default: diverging for signed maps, sequential after ReLU).",
+        rich_help_panel=OUTPUT,
+    ),
+]
+Normalize = Annotated[
+    str,
+    typer.Option(help="Colour range per-channel, per-stage or global.", rich_help_panel=OUTPUT),
+]
+SaveNpy = Annotated[
+    bool,
+    typer.Option(
+        "--save-npy",
+        help="Also save raw float32 arrays (C, H, W) as .npy.",
+        rich_help_panel=OUTPUT,
+    ),
+]
+ChannelPngs = Annotated[
+    bool,
+    typer.Option(
+        "--channel-pngs/--no-channel-pngs",
+        help="Write one PNG per channel.",
+        rich_help_panel=OUTPUT,
+    ),
+]
+Resize = Annotated[
+    Optional[str],
+    typer.Option(help="Resize every image to HxW first (bicubic).", rich_help_panel=OUTPUT),
+]
+
+
+def parse_size(text: str | None, flag: str = "--resize") -> tuple[int, int] | None:
+    """``HxW`` (or ``H,W``) as a pair of positive ints; None stays None."""
+    if text is None:
+        return None
+    parts = text.lower().replace(",", "x").split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise CbrError(f"{flag}: expected HxW with positive integers, e.g. 512x512 (got {text!r})")
+    return int(parts[0]), int(parts[1])
+
+
+def output_options(
+    out: Path,
+    colormap: str | None,
+    normalize: str,
+    save_npy: bool,
+    channel_pngs: bool,
+    resize: str | None,
+) -> "ApplyOptions":
+    """Validate the output flags shared by ``apply`` and ``batch`` into ApplyOptions."""
+    from cbr_cli import render
+    from cbr_cli.apply import ApplyOptions
+
+    if colormap is not None and colormap.lower() not in render.COLORMAPS:
+        raise CbrError(f"--colormap: expected one of {list(render.COLORMAPS)} (got {colormap!r})")
+    if normalize not in NORMALIZE_CHOICES:
+        raise CbrError(
+            f"--normalize: expected one of {list(NORMALIZE_CHOICES)} (got {normalize!r})"
+        )
+    return ApplyOptions(
+        out_dir=str(out),
+        colormap=colormap.lower() if colormap else None,
+        normalize=normalize,
+        save_npy=save_npy,
+        channel_pngs=channel_pngs,
+        resize=parse_size(resize),
+    )
