@@ -403,11 +403,7 @@ def momentum_bn_stats(
                 else:
                     for name, count, mean, var in result:
                         rm, rv = running[name]
-                        unbiased = var * (count / (count - 1))
-                        rm *= 1.0 - momentum
-                        rm += momentum * mean
-                        rv *= 1.0 - momentum
-                        rv += momentum * unbiased
+                        ops.update_running_stats(rm, rv, mean, var, count, momentum)
                 applied += 1
             progress = replace(
                 progress,

@@ -19,7 +19,15 @@ from cbr_cli._convolve import choose_method, conv2d_direct, conv2d_fft
 from cbr_cli.errors import CbrError
 from cbr_cli.shapes import IntOrPair, Padding, conv2d_geometry
 
-__all__ = ["as_float", "batch_norm", "conv2d", "leaky_relu", "relu"]
+__all__ = [
+    "as_float",
+    "batch_norm",
+    "channel_mean_var",
+    "conv2d",
+    "leaky_relu",
+    "relu",
+    "update_running_stats",
+]
 
 METHODS = ("auto", "direct", "fft")
 # PyTorch padding_mode -> numpy.pad mode.  PyTorch "reflect" excludes the edge
@@ -224,7 +232,7 @@ def batch_norm(
             )
         mean, var = channel_mean_var(x)
         if training and rm is not None:
-            _update_running(running_mean, running_var, mean, var, count, momentum)
+            update_running_stats(running_mean, running_var, mean, var, count, momentum)
     else:
         mean, var = rm.astype(np.float64), rv.astype(np.float64)
 
@@ -239,14 +247,29 @@ def batch_norm(
     return out
 
 
-def _update_running(
-    running_mean: object,
-    running_var: object,
+def update_running_stats(
+    running_mean: np.ndarray,
+    running_var: np.ndarray,
     mean: np.ndarray,
     var: np.ndarray,
     count: int,
     momentum: float,
 ) -> None:
+    """PyTorch's running-statistics update, in place (what ``batch_norm(training=True)`` does).
+
+    ``running = (1 - momentum) * running + momentum * batch_stat``, where the variance
+    used is the unbiased ``var * count / (count - 1)`` of a batch whose biased variance
+    is ``var`` over ``count`` values per channel.
+
+    Parameters
+    ----------
+    running_mean, running_var : ndarray of shape (C,), writeable float
+    mean, var : ndarray of shape (C,)
+        The batch's mean and biased variance.
+    count : int
+        Values per channel in the batch (N * H * W).
+    momentum : float
+    """
     if not (isinstance(running_mean, np.ndarray) and isinstance(running_var, np.ndarray)):
         raise CbrError("running_mean and running_var must be numpy arrays to be updated in place")
     for name, buf in (("running_mean", running_mean), ("running_var", running_var)):
