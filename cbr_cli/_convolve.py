@@ -3,22 +3,24 @@
 Both take an already padded input and write into a preallocated output; validation,
 padding and dtype policy live in :mod:`cbr_cli.ops`.  Neither loops over pixels:
 
-* **direct** — im2col in chunks of output rows, each chunk at most
-  ``IM2COL_CHUNK_BYTES`` so it stays in cache, then one GEMM (BLAS through
-  ``np.matmul``) written straight into the output.  Convolutions with one input channel
-  per group and one or two outputs per group (depthwise) would be GEMVs; they use a
-  tap-by-tap multiply-accumulate over flat, cache-sized stretches of one channel instead.
+* **direct** — im2col in chunks of output rows, each chunk (columns plus its slice of
+  the output) about ``IM2COL_CHUNK_BYTES`` so it stays in L2, then one GEMM (BLAS
+  through ``np.matmul``) written straight into the output.  No im2col matrix larger
+  than one chunk per thread ever exists.  Depthwise convolutions (one input channel
+  per group) take the same path: their GEMM is a GEMV, with its own chunk budget.
 * **fft** — overlap-save: each tile of output rows is one real 2-D FFT of the input
   rows it needs, multiplied by the conjugate kernel spectrum (cross-correlation
-  theorem) and transformed back.  A single tile covers the whole image unless the
-  spectra would exceed ``FFT_MEMORY_BYTES``.
+  theorem) and transformed back.  Tiles are as tall as ``FFT_MEMORY_BYTES`` allows.
 
 Threads.  The direct engine splits its chunks over :func:`thread_count` Python threads
 (numpy releases the GIL in BLAS and in copies), each with its own scratch buffer, and
-runs BLAS single-threaded meanwhile: on 2 cores that was 1.1-3x faster than letting
+holds BLAS single-threaded meanwhile: on 2 cores that was 1.1-3x faster than letting
 OpenBLAS thread each chunk's GEMM, because the im2col copies run in parallel too and
-OpenBLAS's per-call fork/join costs more than a whole small GEMM.  The FFT engine
+OpenBLAS's fork/join per call costs about as much as a small GEMM.  The FFT engine
 passes the same count to ``scipy.fft`` as ``workers``.
+
+:func:`choose_method` picks the engine for ``method="auto"`` from a cost model whose
+constants were measured on a 2-vCPU AVX-512 machine (see the comments there).
 """
 
 from __future__ import annotations
@@ -37,13 +39,20 @@ from numpy.lib.stride_tricks import as_strided
 
 from cbr_cli.shapes import ConvGeometry
 
-# Target size of one im2col chunk (per thread).  Measured on 2 cores with 1 MiB L2
-# each: 128 KiB-1 MiB all within noise for K = 27; the GEMM rate for K = 576 drops
-# from 85 to 65 GFLOP/s once a chunk is 9 MiB.  At least one output row per chunk.
+# Bytes of one im2col chunk plus its slice of the output, per thread (at least one
+# output row).  Measured (2 vCPUs, 1 MiB L2 each, float32, benchmark configs): 384 KiB
+# to 2 MiB within noise; 192 KiB 10-40% slower once K = C_in/groups*kH*kW >= 147 (more,
+# smaller GEMMs).  A one-thread 64 x 576 x N sgemm runs at 87 GFLOP/s for N = 256-512
+# and 58 GFLOP/s at N = 2048.
 IM2COL_CHUNK_BYTES = 768 * 1024
-# Target size of one depthwise accumulator (one channel, some rows, per thread).
-DEPTHWISE_CHUNK_BYTES = 256 * 1024
-# Upper bound on the complex spectra held at once by the FFT engine.
+# The same with one input channel per group (depthwise; the GEMM is a memory-bound
+# GEMV): 384-768 KiB best; 128 KiB 1.5-2x and 2 MiB 1.2-1.5x slower (64x256x256 and
+# 32x1024x1024, 3x3 and 7x7 kernels).
+DEPTHWISE_CHUNK_BYTES = 512 * 1024
+# Narrowest chunk when one output row exceeds the budget (very large K).
+MIN_CHUNK_COLUMNS = 64
+# Upper bound on the spectra one FFT tile holds (see fft_plan).  For 1x2048x2048 with a
+# 31x31 kernel, 1, 2, 4 or 7 tiles all ran within noise of each other.
 FFT_MEMORY_BYTES = 64 * 1024 * 1024
 
 _threads: int | None = None
@@ -116,40 +125,43 @@ def _run_tasks(
 ) -> None:
     """Call ``run(task, buffers)`` for every task, on up to :func:`thread_count` threads.
 
-    Each thread makes its own ``buffers = scratch()`` once and pulls the next task
-    when it is done with one, so a thread slowed by other processes does less.
+    Each thread makes its own ``buffers = scratch()`` once and pulls the next task when
+    it is done with one, so a thread slowed down by other processes simply does fewer.
+    BLAS is held single-threaded throughout, also with one thread: OpenBLAS threading
+    each small GEMM ran 20x slower than one thread while another process kept a core busy.
     """
     threads = min(thread_count(), len(tasks))
-    if threads <= 1:
-        buffers = scratch()
-        for task in tasks:
-            run(task, buffers)
-        return
-    lock = threading.Lock()
-    pending = iter(tasks)
-    failed = threading.Event()
-
-    def worker() -> None:
-        buffers = scratch()
-        while not failed.is_set():
-            with lock:
-                task = next(pending, None)
-            if task is None:
-                return
-            try:
+    with _single_threaded_blas():
+        if threads <= 1:
+            buffers = scratch()
+            for task in tasks:
                 run(task, buffers)
+            return
+        lock = threading.Lock()
+        pending = iter(tasks)
+        failed = threading.Event()
+
+        def worker() -> None:
+            buffers = scratch()
+            while not failed.is_set():
+                with lock:
+                    task = next(pending, None)
+                if task is None:
+                    return
+                try:
+                    run(task, buffers)
+                except BaseException:
+                    failed.set()
+                    raise
+
+        with ThreadPoolExecutor(threads) as pool:
+            futures = [pool.submit(worker) for _ in range(threads)]
+            try:
+                for future in futures:
+                    future.result()
             except BaseException:
                 failed.set()
                 raise
-
-    with _single_threaded_blas(), ThreadPoolExecutor(threads) as pool:
-        futures = [pool.submit(worker) for _ in range(threads)]
-        try:
-            for future in futures:
-                future.result()
-        except BaseException:
-            failed.set()
-            raise
 
 
 # --------------------------------------------------------------------- direct
@@ -167,10 +179,9 @@ def conv2d_direct(
     ho, wo = geo.out_hw
     c_out_g = c_out // groups
     k = c_in_g * kh * kw
-    budget = DEPTHWISE_CHUNK_BYTES if c_in_g == 1 else IM2COL_CHUNK_BYTES
-    rows = max(1, min(ho, budget // ((k + c_out_g) * wo * xp.dtype.itemsize)))
+    rows, width = _chunk_shape(k, c_out_g, ho, wo, c_in_g, xp.dtype.itemsize)
     wmat = np.ascontiguousarray(weight.reshape(groups, c_out_g, k))
-    out_flat = out.reshape(n_batch, groups, c_out_g, ho * wo)
+    out_rows = out.reshape(n_batch, groups, c_out_g, ho * wo)
     _, s_c, s_h, s_w = xp.strides
     sh, sw = geo.h.stride, geo.w.stride
     dh, dw = geo.h.dilation, geo.w.dilation
@@ -181,17 +192,37 @@ def conv2d_direct(
         strides=(xp.strides[0], c_in_g * s_c, s_c, dh * s_h, dw * s_w, sh * s_h, sw * s_w),
         writeable=False,
     )
-    tasks = [(n, g, r0) for n in range(n_batch) for g in range(groups) for r0 in range(0, ho, rows)]
+    tasks = [
+        (n, g, r0, c0)
+        for n in range(n_batch)
+        for g in range(groups)
+        for r0 in range(0, ho, rows)
+        for c0 in range(0, wo, width)
+    ]
 
-    def run(task: tuple[int, int, int], buffer: np.ndarray) -> None:
-        n, g, r0 = task
-        r = min(rows, ho - r0)
-        cols = buffer[: k * r * wo].reshape(c_in_g, kh, kw, r, wo)
-        np.copyto(cols, windows[n, g, :, :, :, r0 : r0 + r])
-        target = out_flat[n, g, :, r0 * wo : (r0 + r) * wo]
-        np.matmul(wmat[g], cols.reshape(k, r * wo), out=target)
+    def run(task: tuple[int, int, int, int], buffer: np.ndarray) -> None:
+        n, g, r0, c0 = task
+        r, w = min(rows, ho - r0), min(width, wo - c0)
+        cols = buffer[: k * r * w].reshape(c_in_g, kh, kw, r, w)
+        np.copyto(cols, windows[n, g, :, :, :, r0 : r0 + r, c0 : c0 + w])
+        if r == 1:  # part of (or a whole) row
+            target = out[n, g * c_out_g : (g + 1) * c_out_g, r0, c0 : c0 + w]
+        else:  # whole rows
+            target = out_rows[n, g, :, r0 * wo : (r0 + r) * wo]
+        np.matmul(wmat[g], cols.reshape(k, r * w), out=target)
 
-    _run_tasks(tasks, run, lambda: np.empty(k * rows * wo, dtype=xp.dtype))
+    _run_tasks(tasks, run, lambda: np.empty(k * rows * width, dtype=xp.dtype))
+
+
+def _chunk_shape(
+    k: int, c_out_g: int, ho: int, wo: int, c_in_g: int, itemsize: int
+) -> tuple[int, int]:
+    """(rows, columns) of output per im2col chunk: whole rows while they fit the budget."""
+    budget = DEPTHWISE_CHUNK_BYTES if c_in_g == 1 else IM2COL_CHUNK_BYTES
+    columns = max(1, budget // ((k + c_out_g) * itemsize))
+    if columns >= wo:
+        return min(ho, columns // wo), wo
+    return 1, min(wo, max(MIN_CHUNK_COLUMNS, columns))
 
 
 # ------------------------------------------------------------------------ fft
@@ -216,11 +247,9 @@ def fft_plan(c_in: int, c_out: int, groups: int, geo: ConvGeometry, itemsize: in
     a product and the inverse transform (``3 * C_out/groups``).  Tiles are balanced
     (equal heights but the last) and at least one output row each.
     """
-    from scipy.fft import next_fast_len
-
     ho = geo.h.size_out
     sh, eh = geo.h.stride, geo.h.effective_kernel
-    lw = next_fast_len(geo.w.padded, real=True)
+    lw = fast_len(geo.w.padded)
     c_in_g, c_out_g = c_in // groups, c_out // groups
     planes = 2 * c_in + c_out * c_in_g + 3 * c_out_g
     per_row = (lw // 2 + 1) * 2 * itemsize * planes
@@ -228,8 +257,28 @@ def fft_plan(c_in: int, c_out: int, groups: int, geo: ConvGeometry, itemsize: in
     max_rows = max(1, min(ho, (max_height - eh) // sh + 1))
     tiles = -(-ho // max_rows)
     tile_rows = -(-ho // tiles)
-    lh = next_fast_len((tile_rows - 1) * sh + eh, real=True)
+    lh = fast_len((tile_rows - 1) * sh + eh)
     return FftPlan(tile_rows, tiles, lh, lw)
+
+
+def fast_len(n: int) -> int:
+    """The smallest ``2**a * 3**b * 5**c >= n``: a length ``scipy.fft`` transforms fast.
+
+    (What ``scipy.fft.next_fast_len(n, real=True)`` returns, without importing
+    ``scipy.fft`` — the cost model calls this for every convolution.)
+    """
+    best = 1 << max(n - 1, 0).bit_length()
+    power5 = 1
+    while power5 < best:
+        power35 = power5
+        while power35 < best:
+            candidate = power35
+            while candidate < n:
+                candidate *= 2
+            best = min(best, candidate)
+            power35 *= 3
+        power5 *= 5
+    return best
 
 
 def conv2d_fft(
@@ -283,30 +332,63 @@ def conv2d_fft(
 
 # ----------------------------------------------------------------- cost model
 
-# Relative throughputs measured on the development machine (2 cores, AVX-512):
-# sustained GEMM multiply-adds per second vs FFT "butterfly units" per second.
-_GEMM_MACS_PER_UNIT = 1.0
-_FFT_COST_PER_POINT_LOG = 1.5
-_SPECTRAL_MAC_COST = 4.0
+# Seconds per unit of work, fitted (least squares on relative error) to 95 timed
+# convolutions on the development machine: 2 vCPUs (AVX-512, shared with other jobs),
+# both engines on 2 threads, float32; C_in -> C_out of 1->1, 1->8, 3->16, 3->64,
+# 16->16, 64->64, 8->16 in 4 groups and 64 depthwise; 64^2 to 2048^2 pixels; square
+# kernels 3 to 31.  The models predict those times within 0.55-1.25x (10th-90th
+# percentile).  Measured crossovers (smallest kernel at which fft wins):
+#
+#   1->1      256^2: 9   1024^2: 11-15   2048^2: 11
+#   1->8      256^2: 21  1024^2: 15-21
+#   3->16     256^2: 15-21   512^2: 15   1024^2: 11-15
+#   3->64     512^2: > 11 (fft never won up to 11)
+#   16->16    256^2: 11
+#   64->64    256^2: never up to 9 (fft 4-8x slower: 4096 kernel spectra)
+#   64 depthwise 256^2: 9-11;  8->16, 4 groups, 256^2: 15
+#
+# With these constants ``auto`` picked the slower engine in 10 of the 95 cases, by
+# 1.02-1.2x near a crossover, and in four sub-3-ms 256^2 single-channel cases.
+_DIRECT_PER_MAC = 3.1e-11  # GEMM multiply-add (about 64 GFLOP/s on 2 threads)
+_DIRECT_PER_COPY = 2.9e-10  # im2col value copied
+_DIRECT_PER_OUTPUT = 5.7e-10  # output value written (GEMM C, memory traffic)
+_DIRECT_FIXED = 0.3e-3  # per call: measured on a 64x64 image
+_FFT_PER_POINT_LOG = 4.2e-10  # per point x log2(points) of one real 2-D transform
+_FFT_PER_SPECTRAL_MAC = 3.5e-9  # complex multiply-add in the half spectrum
+_FFT_FIXED = 1.5e-3  # per call: measured on a 64x64 image
 
 
 def choose_method(
     n_batch: int, c_in: int, c_out: int, groups: int, kernel: tuple[int, int], geo: ConvGeometry
 ) -> str:
-    """``"direct"`` or ``"fft"``, whichever the cost model predicts to be cheaper."""
-    kh, kw = kernel
-    c_in_g = c_in // groups
-    ho, wo = geo.out_hw
-    direct = n_batch * c_out * c_in_g * kh * kw * ho * wo / _GEMM_MACS_PER_UNIT
-    if c_in_g == 1:
-        direct *= 2.0  # depthwise/GEMV: memory-bound, no BLAS-level reuse
-    points = geo.h.padded * geo.w.padded
-    fft = (
-        n_batch
-        * (
-            (c_in + c_out) * points * math.log2(max(points, 2)) * _FFT_COST_PER_POINT_LOG
-            + c_out * c_in_g * points / 2 * _SPECTRAL_MAC_COST
-        )
-        + c_out * c_in_g * points * math.log2(max(points, 2)) * _FFT_COST_PER_POINT_LOG
-    )
+    """``"direct"`` or ``"fft"``, whichever the cost model predicts to be faster."""
+    direct = direct_seconds(n_batch, c_in, c_out, groups, kernel, geo)
+    fft = fft_seconds(n_batch, c_in, c_out, groups, kernel, geo)
     return "fft" if fft < direct else "direct"
+
+
+def direct_seconds(
+    n_batch: int, c_in: int, c_out: int, groups: int, kernel: tuple[int, int], geo: ConvGeometry
+) -> float:
+    """Predicted time of :func:`conv2d_direct`: GEMM, im2col copy and output traffic."""
+    c_in_g, c_out_g = c_in // groups, c_out // groups
+    k = c_in_g * kernel[0] * kernel[1]
+    positions = n_batch * groups * geo.h.size_out * geo.w.size_out
+    per_position = k * c_out_g * _DIRECT_PER_MAC + k * _DIRECT_PER_COPY
+    return _DIRECT_FIXED + positions * (per_position + c_out_g * _DIRECT_PER_OUTPUT)
+
+
+def fft_seconds(
+    n_batch: int, c_in: int, c_out: int, groups: int, kernel: tuple[int, int], geo: ConvGeometry
+) -> float:
+    """Predicted time of :func:`conv2d_fft` for the tiles :func:`fft_plan` makes.
+
+    Kernel spectra once; per tile and sample one forward transform per input channel,
+    one inverse per output channel and ``C_out * C_in/groups`` spectral products.
+    """
+    plan = fft_plan(c_in, c_out, groups, geo)
+    points = plan.lh * plan.lw
+    transform = points * math.log2(max(points, 2)) * _FFT_PER_POINT_LOG
+    products = c_out * (c_in // groups)
+    per_tile = (c_in + c_out) * transform + products * points / 2 * _FFT_PER_SPECTRAL_MAC
+    return _FFT_FIXED + products * transform + n_batch * plan.tiles * per_tile
