@@ -17,6 +17,7 @@ statistics record it too. Every file is written atomically (temporary file + ren
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -41,6 +42,8 @@ from cbr_cli.stats import ChannelStats, channel_stats
 
 GRID_TILE_MAX = 256
 """Largest side of a tile in a grid montage; bigger maps are subsampled for the grid only."""
+GRID_SIDE_MAX = 4096
+"""Largest side of the tiles' area of a grid: many channels get smaller tiles."""
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,8 @@ def unique_names(paths: Sequence[str], taken: Iterable[str] = ()) -> list[str]:
     return names
 
 
-def _check_paths(paths: Sequence[str], out_dir: str) -> None:
+def _check_paths(paths: Sequence[str], out_dir: str, names: Sequence[str]) -> None:
+    """Refuse, before any work, an OUT (or an image folder in it) that cannot be written."""
     if not paths:
         raise CbrError("no input images given")
     out = Path(out_dir).resolve()
@@ -140,6 +144,51 @@ def _check_paths(paths: Sequence[str], out_dir: str) -> None:
             raise CbrError(f"--out {out_dir}: the output folder must not contain input {path}")
     if out.exists() and not out.is_dir():
         raise CbrError(f"--out {out_dir}: exists and is not a directory")
+    for name in names:
+        folder = out / name
+        if folder.exists() and not folder.is_dir():
+            raise CbrError(f"--out {out_dir}: {folder} is a file; its image folder cannot be made")
+
+
+def check_memory(spec: PipelineSpec, shape: tuple[int, int, int], images: int) -> None:
+    """Refuse a run whose arrays would not fit in the available memory (one-line error).
+
+    The estimate is exact arithmetic from :func:`cbr_cli.layerstack.analyze`: every
+    stage output kept for ``images`` images (float32) plus the conv weights. Without
+    it, Linux kills the process instead of numpy raising MemoryError.
+    """
+    from cbr_cli.layerstack import analyze
+
+    try:
+        stack = analyze(spec, shape)
+    except CbrError:  # a config error: build_layers/run_layers report it in their own words
+        return
+    needed = images * (stack.total_activation_bytes + 4 * shape[0] * shape[1] * shape[2])
+    needed += 4 * stack.total_params
+    available = available_memory()
+    if available is not None and needed > available:
+        raise CbrError(
+            f"this run needs about {needed / 2**30:.1f} GiB for its feature maps and weights "
+            f"({images} image(s) of {shape[1]}x{shape[2]}), more than the "
+            f"{available / 2**30:.1f} GiB available: use fewer channels, --resize, or "
+            "process fewer images at once",
+            exit_code=1,
+        )
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux MemAvailable), if known."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def load_batch(
@@ -177,6 +226,11 @@ def _resize(pixels: np.ndarray, size: tuple[int, int], path: str) -> np.ndarray:
     from PIL import Image
 
     height, width = size
+    if height * width > Image.MAX_IMAGE_PIXELS:  # the decompression-bomb limit, as for files
+        raise CbrError(
+            f"--resize {height}x{width}: {height * width} pixels is more than the "
+            f"{Image.MAX_IMAGE_PIXELS} an image may have"
+        )
     if pixels.shape[1:] == (height, width):
         return pixels
     out = np.empty((pixels.shape[0], height, width), dtype=np.float32)
@@ -216,10 +270,11 @@ def run_apply(
     which case they form one batch (and must share a size, or use ``resize``).
     """
     from cbr_cli.output import ensure_dir, write_json
+    from cbr_cli.resume import clear_outputs
 
     timings = {"load": 0.0, "compute": 0.0, "stats": 0.0, "render": 0.0, "write": 0.0}
-    _check_paths(paths, options.out_dir)
     names = unique_names(paths)
+    _check_paths(paths, options.out_dir, names)
     start = time.perf_counter()
     pixels, sources = load_batch(paths, spec.input.color, options.resize)
     timings["load"] += time.perf_counter() - start
@@ -239,6 +294,8 @@ def run_apply(
     else:
         groups = [[i] for i in range(len(pixels))]
 
+    largest = max(groups, key=lambda g: len(g) * pixels[g[0]].size)
+    check_memory(spec, tuple(pixels[largest[0]].shape), len(largest))  # type: ignore[arg-type]
     layers = build_layers(spec, int(pixels[0].shape[0]))  # config errors before any write
     out_root = ensure_dir(options.out_dir)
     records: list[ImageRecord] = []
@@ -249,6 +306,9 @@ def run_apply(
             results = run_layers(layers, normalize_input(batch, spec.input))
             timings["compute"] += time.perf_counter() - start
             for position, index in enumerate(group):
+                # A rerun into the same OUT must not leave files of an earlier pipeline
+                # (e.g. channels it had and this one has not) next to the new ones.
+                clear_outputs(out_root / names[index], out_root)
                 record = ImageRecord(
                     path=os.path.abspath(paths[index]),
                     name=names[index],
@@ -357,7 +417,9 @@ def _write_image(
         digits = max(2, len(str(data.shape[0] - 1)))
         tiles = []
         channel_files = []
-        step = max(1, -(-max(data.shape[1:]) // GRID_TILE_MAX))
+        columns = math.ceil(math.sqrt(data.shape[0]))  # the montage's default layout
+        tile_max = max(16, min(GRID_TILE_MAX, GRID_SIDE_MAX // columns))
+        step = max(1, -(-max(data.shape[1:]) // tile_max))
         for c in range(data.shape[0]):
             vmin, vmax = stage_ranges[c]
             if options.channel_pngs:

@@ -27,6 +27,7 @@ app = typer.Typer(
 )
 
 T = TypeVar("T")
+WIDE = 160  # columns for tables when stdout is not a terminal
 
 
 def _run(action: Callable[[], T]) -> T:
@@ -131,6 +132,8 @@ def _print_apply(result: object, json_output: bool) -> None:
             return
     else:
         console = Console()
+        if not console.is_terminal:  # piped: no terminal width to fit, do not cut numbers
+            console = Console(width=WIDE)
     for image in data["images"]:
         for table in stats_tables(image):
             console.print(table)

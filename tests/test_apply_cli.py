@@ -606,7 +606,24 @@ def test_kernel_too_large_for_the_image_names_the_layer(tmp_path: Path) -> None:
 def test_out_of_memory_is_a_one_line_error(tmp_path: Path) -> None:
     image = gray_png(tmp_path / "img.png", 6, 6)
     result = cbr("apply", image, "-o", tmp_path / "out", "--out-channels", str(10**13))
-    one_line_error(result, "layer 'layer1': not enough memory for its weights", exit_code=1)
+    one_line_error(result, "this run needs about", "GiB available", exit_code=1)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_run_too_big_for_memory_is_refused_before_it_starts(tmp_path: Path) -> None:
+    # 200 channels x 3 stages of 9000x9000 float32 is ~190 GiB: without the up-front
+    # estimate the kernel would kill the process (no message at all).
+    image = gray_png(tmp_path / "img.png", 6, 6)
+    result = cbr("apply", image, "-o", tmp_path / "out", "--out-channels", "200",
+                 "--resize", "9000x9000")  # fmt: skip
+    one_line_error(result, "this run needs about", "(1 image(s) of 9000x9000)", exit_code=1)
+    assert not (tmp_path / "out").exists()
+
+
+def test_resize_beyond_the_image_pixel_limit_is_refused(tmp_path: Path) -> None:
+    image = gray_png(tmp_path / "img.png", 6, 6)
+    result = cbr("apply", image, "-o", tmp_path / "out", "--resize", "100000x100000")
+    one_line_error(result, "--resize 100000x100000", "pixels is more than")
 
 
 # ------------------------------------------------------------------ cbr kernels
