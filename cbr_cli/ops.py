@@ -22,6 +22,7 @@ from cbr_cli.shapes import IntOrPair, Padding, conv2d_geometry
 __all__ = [
     "as_float",
     "batch_norm",
+    "batch_stats",
     "channel_mean_var",
     "conv2d",
     "leaky_relu",
@@ -222,17 +223,15 @@ def batch_norm(
     gamma = _channel_param(weight, "weight", channels, x.dtype)
     beta = _channel_param(bias, "bias", channels, x.dtype)
 
-    use_batch_stats = training or rm is None
-    if use_batch_stats:
-        count = x.size // channels
-        if training and count <= 1:
-            raise CbrError(
-                f"batch_norm in training mode needs more than 1 value per channel, "
-                f"but got input shape {x.shape}"
-            )
-        mean, var = channel_mean_var(x)
-        if training and rm is not None:
+    if x.size == 0:
+        raise CbrError(f"input must not be empty, but got shape {x.shape}")
+    if training:
+        mean, var = batch_stats(x)
+        if rm is not None:
+            count = x.size // channels
             update_running_stats(running_mean, running_var, mean, var, count, momentum)
+    elif rm is None:  # no running statistics: normalise with the batch's own
+        mean, var = channel_mean_var(x)
     else:
         mean, var = rm.astype(np.float64), rv.astype(np.float64)
 
@@ -278,6 +277,32 @@ def update_running_stats(
     unbiased = var * (count / (count - 1)) if count > 1 else var
     running_mean[...] = (1.0 - momentum) * running_mean + momentum * mean
     running_var[...] = (1.0 - momentum) * running_var + momentum * unbiased
+
+
+def batch_stats(input: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The statistics ``batch_norm(training=True)`` normalises with.
+
+    Per-channel mean and **biased** variance over every axis but 1, float64 (see
+    :func:`channel_mean_var`). Like PyTorch, refuses a batch with only one value per
+    channel (its variance would be 0 and the output all zeros).
+
+    Parameters
+    ----------
+    input : ndarray of shape (N, C, ...)
+
+    Returns
+    -------
+    mean, var : ndarray of shape (C,), float64
+    """
+    x = as_float(input, "input")
+    if x.ndim < 2:
+        raise CbrError(f"input must have shape (N, C, ...), but got shape {x.shape}")
+    if x.size // max(x.shape[1], 1) <= 1:
+        raise CbrError(
+            f"batch_norm in training mode needs more than 1 value per channel, "
+            f"but got input shape {x.shape}"
+        )
+    return channel_mean_var(x)
 
 
 def channel_mean_var(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -185,9 +185,18 @@ def run_layers(
     results = []
     for item in layers:
         try:
-            x = _run_layer(item, x, batch_stats, results)
+            # Values beyond float32 (e.g. a float TIFF near 3e38) must not turn into
+            # warnings and a confusing NaN error later: stop at the layer, say why.
+            with np.errstate(over="raise", invalid="raise"):
+                x = _run_layer(item, x, batch_stats, results)
         except MemoryError as exc:
             raise _out_of_memory(item.spec.name, "output", exc) from None
+        except FloatingPointError as exc:
+            raise CbrError(
+                f"layer {item.spec.name!r}: the values overflow float32 ({exc}); "
+                f"the largest input magnitude is {float(np.nanmax(np.abs(x))):.3g}",
+                exit_code=1,
+            ) from None
     return results
 
 
@@ -219,12 +228,13 @@ def _run_layer(
         elif batch_stats and layer.name in batch_stats:
             mean, var = batch_stats[layer.name]
         else:
-            if y.size // y.shape[1] <= 1:
+            try:
+                mean, var = ops.batch_stats(y)
+            except CbrError as exc:
                 raise CbrError(
-                    f"layer {layer.name!r}: bn mode 'batch' needs more than one value per "
-                    f"channel (output is {y.shape[2]}x{y.shape[3]} for {y.shape[0]} image(s))"
-                )
-            mean, var = ops.channel_mean_var(y)
+                    f"layer {layer.name!r}: bn mode 'batch': {exc.message} "
+                    f"(output {y.shape[2]}x{y.shape[3]} for {y.shape[0]} image(s))"
+                ) from None
         y = ops.batch_norm(y, mean, var, item.bn_weight, item.bn_bias, False, eps=layer.bn.eps)
         results.append(StageResult(layer.name, "bn", y, mean, var))
     if layer.activation == "relu":

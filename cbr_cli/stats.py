@@ -1,7 +1,8 @@
 """Per-channel statistics of feature maps (pure numpy, no printing).
 
 For one image's stage output (C, H, W), every channel gets min, max, mean, std
-(population, two-pass in float64), the fraction of exact zeros and the fraction of
+(population; :func:`cbr_cli.ops.channel_mean_var`, the statistics BatchNorm uses), the
+fraction of exact zeros and the fraction of
 negative values.  A channel after an activation that is zero everywhere is *dead*.
 """
 
@@ -10,6 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from cbr_cli.ops import channel_mean_var
 
 
 @dataclass(frozen=True)
@@ -47,11 +50,8 @@ def channel_stats(
     count = flat.shape[1]
     mins = flat.min(axis=1)
     maxs = flat.max(axis=1)
-    means = flat.sum(axis=1, dtype=np.float64) / count
-    stds = np.empty(channels)
-    for c in range(channels):
-        d = flat[c] - np.float32(means[c])
-        stds[c] = np.sqrt(np.dot(d, d) / count)
+    means, variances = channel_mean_var(data[None])  # two-pass, float64: BN's own numbers
+    stds = np.sqrt(variances)
     zeros = np.count_nonzero(flat == 0, axis=1) / count
     negative = np.count_nonzero(flat < 0, axis=1) / count
     return [

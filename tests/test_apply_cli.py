@@ -697,3 +697,12 @@ def test_version() -> None:
     result = cbr("--version")
     ok(result)
     assert result.stdout == f"cbr {__version__}\n"
+
+
+def test_values_beyond_float32_are_a_one_line_error_naming_the_layer(tmp_path: Path) -> None:
+    # A float TIFF near float32's maximum overflows in the first conv: before, numpy
+    # printed RuntimeWarnings and a misleading "running_mean contains NaN" error.
+    image = tmp_path / "huge.tif"
+    Image.fromarray(np.full((16, 16), 3e38, np.float32), "F").save(image)
+    result = cbr("apply", image, "-o", tmp_path / "out", "--no-channel-pngs")
+    one_line_error(result, "layer 'layer1': the values overflow float32", exit_code=1)

@@ -158,3 +158,30 @@ def test_conv_bn_relu_block_golden() -> None:
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
     np.testing.assert_allclose(rm, get(name, "running_mean_after"), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(rv, get(name, "running_var_after"), rtol=1e-5)
+
+
+def test_conv_bn_relu_block_golden_through_the_pipeline() -> None:
+    """The path `cbr apply` runs (pipeline.run_layers: BN mode batch) gives torch's numbers."""
+    from cbr_cli.pipeline import BuiltLayer, run_layers
+    from cbr_cli.spec import BNSpec, ConvSpec, LayerSpec
+
+    name = "block_conv_bn_relu"
+    params = CASES[name]["params"]
+    assert params["training"]  # train mode: normalised with the batch's statistics
+    weight = get(name, "weight")
+    conv = ConvSpec(
+        out_channels=weight.shape[0],
+        kernel_size=weight.shape[2:],
+        padding=params["padding"]
+        if isinstance(params["padding"], str)
+        else (params["padding"],) * 2,
+        bias=False,
+    )
+    layer = LayerSpec("block", conv, BNSpec(mode="batch"), "relu")
+    built = BuiltLayer(layer, weight.shape[1] * conv.groups, weight, None)
+    stages = run_layers([built], get(name, "input"))
+    assert [s.stage for s in stages] == ["conv", "bn", "act"]
+    expected = get(name, "expected")
+    np.testing.assert_allclose(
+        stages[-1].data, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max()
+    )
