@@ -71,7 +71,9 @@ def _pair_text(text: str, flag: str) -> Value:
     for sep in ("x", ","):
         if sep in cleaned:
             parts = [p.strip() for p in cleaned.split(sep)]
-            return from_flag([_number(p) for p in parts], flag)
+            if len(parts) != 2 or not all(p.lstrip("+-").isdigit() for p in parts):
+                raise CbrError(f"{flag}: expected N or HxW with integers (got {text!r})")
+            return from_flag([int(p) for p in parts], flag)
     return from_flag(_number(cleaned), flag)
 
 
