@@ -596,7 +596,9 @@ FLAG_ERRORS = {
         LayerFlags(negative_slope="0.2"),
         "--negative-slope: only used with activation leaky_relu (activation is 'relu')",
     ),
-    "--stride 1,": (LayerFlags(stride="1,"), "--stride: expected N or HxW with integers (got '1,')"),
+    "--stride 1,": (
+        LayerFlags(stride="1,"), "--stride: expected N or HxW with integers (got '1,')"
+    ),
     "--kernel names and npy": (
         LayerFlags(kernel=["sobel", "w.npy"]), "--kernel: give either one .npy weight file"
     ),
