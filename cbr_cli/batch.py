@@ -4,9 +4,12 @@ Steps
 -----
 1. Find the images (:mod:`cbr_cli.discover`) and their output folders
    (``OUT/<relative dir>/<name>/``, the files ``cbr apply`` writes per image).
-2. Decide the colour: ``input.color`` if configured; otherwise, as ``cbr apply`` does
-   for a batch, a folder that mixes gray and colour images is read as RGB (a header
-   scan, ~0.1 ms per file), else every image as stored.
+2. Scan the headers (:func:`cbr_cli.folder.scan_folder`, ~0.1 ms per file) and check
+   the config against them (:func:`cbr_cli.folder.check_config`): the colour is
+   ``input.color`` if configured; otherwise, as ``cbr apply`` does for a batch, a
+   folder that mixes gray and colour images is read as RGB, else every image as
+   stored. A config that does not fit the channels, or (when every image reaches the
+   first layer at one size) the size, is one error before anything is written.
 3. Dataset-wide BN: with a ``mode: batch`` BN, compute its statistics over the whole
    folder first (:func:`cbr_cli.calibrate.dataset_bn_stats`, cached in
    ``OUT/bn_stats.json`` for reruns on the same inputs), then give them to every image:
@@ -31,7 +34,7 @@ import contextlib
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -39,11 +42,12 @@ from typing import Any
 import numpy as np
 
 from cbr_cli.apply import ApplyOptions, process_image
-from cbr_cli.calibrate import RunSetup, dataset_bn_stats, failure_reason
+from cbr_cli.calibrate import dataset_bn_stats
 from cbr_cli.discover import ImageJob, check_overlap, discover, plan_outputs
 from cbr_cli.errors import CbrError
+from cbr_cli.folder import RunSetup, check_config, failure_reason, scan_folder
 from cbr_cli.pipeline import needs_whole_batch
-from cbr_cli.pool import Progress, WorkerPool, default_jobs, state
+from cbr_cli.pool import Progress, WorkerPool, resolve_jobs, state
 from cbr_cli.resume import (
     clean_temp_files,
     clear_outputs,
@@ -52,7 +56,6 @@ from cbr_cli.resume import (
     image_fingerprint,
     input_state,
     npy_digests,
-    read_marker,
     relative_record,
     write_marker,
 )
@@ -122,42 +125,6 @@ def _process_task(item: tuple[ImageJob, str | None, str, BatchStats | None]) -> 
 # -------------------------------------------------------------- parent side
 
 
-def folder_color(spec: PipelineSpec, paths: Sequence[str]) -> tuple[str | None, set[int]]:
-    """How to read the images, and the channel counts that gives.
-
-    The colour is ``input.color`` if given; else ``"rgb"`` if the images mix gray and
-    colour (as ``cbr apply`` reads a batch); else None (as stored). Channel counts come
-    from the file headers; unreadable files are skipped here (they fail when read).
-    """
-    if spec.input.color is not None:
-        return spec.input.color, {3 if spec.input.color == "rgb" else 1}
-    from cbr_cli.images import read_image_size
-
-    channels = set()
-    for path in paths:
-        try:
-            channels.add(read_image_size(path)[0])
-        except CbrError:
-            continue
-        if len(channels) > 1:
-            return "rgb", {3}
-    return None, channels
-
-
-def check_config(setup: RunSetup, channels: set[int]) -> None:
-    """Build the layers and the input normalisation for each channel count now.
-
-    A config that does not fit the images (weights, per-channel lists) is then one
-    error before anything is written, not the same failure for every image. The built
-    layers stay cached in ``setup``, so forked workers inherit them.
-    """
-    from cbr_cli.pipeline import normalize_input
-
-    for count in sorted(channels):
-        setup.layers(count)
-        normalize_input(np.zeros((1, count, 1, 1), dtype=np.float32), setup.spec.input)
-
-
 def run_key(
     spec: PipelineSpec, color: str | None, options: ApplyOptions, stats: BatchStats | None
 ) -> str:
@@ -217,27 +184,20 @@ class _Run:
         check_overlap(in_dir, options.out_dir)
         if os.path.exists(options.out_dir) and not os.path.isdir(options.out_dir):
             raise CbrError(f"--out {options.out_dir}: exists and is not a folder")
-        if options.jobs is not None and options.jobs < 1:
-            raise CbrError(f"--jobs: expected a positive number (got {options.jobs})")
         images = discover(in_dir, options.recursive, options.glob)
-        if not images:
-            raise CbrError(
-                f"no images found in {in_dir} (looked for "
-                f"{', '.join(s.lstrip('.') for s in _suffixes())}"
-                f"{'' if options.recursive else '; --recursive includes subfolders'}"
-                f"{'' if options.glob is None else f' matching {options.glob!r}'})"
-            )
         self.spec = spec
         self.options = options
         self.out_root = os.path.abspath(options.out_dir)
         self.jobs = plan_outputs(in_dir, images, options.out_dir)
+        self.workers = resolve_jobs(options.jobs, len(self.jobs))
         self.emit = on_progress or (lambda progress: None)
         self.status: dict[int, str] = {}
         self.failures: dict[int, str] = {}
         self.stopped = False
-        self.color, channels = folder_color(spec, [job.path for job in self.jobs])
+        scan = scan_folder(spec, [job.path for job in self.jobs], options.output.resize)
+        self.color = scan.color
         self.setup = RunSetup(spec, self.color, options.output)
-        check_config(self.setup, channels)
+        check_config(self.setup, scan)
 
     def calibrate(self, pool: WorkerPool[Any]) -> BatchStats | None:
         """Dataset-wide statistics of the batch-mode BN layers (cached in OUT)."""
@@ -336,12 +296,6 @@ class _Run:
                 break
 
 
-def _suffixes() -> tuple[str, ...]:
-    from cbr_cli.images import IMAGE_SUFFIXES
-
-    return IMAGE_SUFFIXES
-
-
 def run_batch(
     in_dir: str | os.PathLike[str],
     spec: PipelineSpec,
@@ -366,8 +320,7 @@ def run_batch(
     if not needs_whole_batch(spec):  # an earlier run's, with another pipeline
         with contextlib.suppress(FileNotFoundError):
             os.unlink(Path(run.out_root) / BN_STATS_FILE)
-    jobs = min(options.jobs or default_jobs(), len(run.jobs))
-    with WorkerPool(jobs, run.setup) as pool:
+    with WorkerPool(run.workers, run.setup) as pool:
         try:
             stats = run.calibrate(pool) if needs_whole_batch(spec) else None
             if not run.stopped and (stats is not None or not needs_whole_batch(spec)):
@@ -392,9 +345,3 @@ def run_batch(
         bn_stats=BN_STATS_FILE if needs_whole_batch(spec) else None,
     )
     return BatchResult(run.out_root, status, failures, files, stopped=run.stopped)
-
-
-def read_image_record(job: ImageJob) -> dict[str, Any] | None:
-    """The record a finished image's marker holds (its statistics and files)."""
-    marker = read_marker(job.folder)
-    return None if marker is None else marker.get("image")

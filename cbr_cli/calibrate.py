@@ -50,6 +50,12 @@ what train mode does), so one pass suffices. The result weights recent images mo
 (``m = 0.1``: the last ~10 dominate) -- the exact average is the default for a reason.
 Accumulation is in float64 (PyTorch's buffers are float32: expect rounding-level
 differences).
+
+``cbr calibrate``
+-----------------
+:func:`run_calibrate` is the command's work: check everything that can be checked
+before touching an image (options, where the file goes, the config against the
+folder's headers), compute the statistics, write the calibrated YAML.
 """
 
 from __future__ import annotations
@@ -57,16 +63,18 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from cbr_cli import ops
-from cbr_cli.apply import ApplyOptions, load_batch
+from cbr_cli.apply import ApplyOptions
+from cbr_cli.discover import discover
 from cbr_cli.errors import CbrError
-from cbr_cli.pipeline import BuiltLayer, build_layers, normalize_input, run_layers
-from cbr_cli.pool import Progress, WorkerPool, state
+from cbr_cli.folder import RunSetup, check_config, failure_reason, scan_folder
+from cbr_cli.pipeline import run_layers
+from cbr_cli.pool import Progress, WorkerPool, resolve_jobs, state
 from cbr_cli.spec import PipelineSpec
 
 ProgressCallback = Callable[[Progress], None]
@@ -136,38 +144,6 @@ class _InOrder:
 # -------------------------------------------------------------- worker side
 
 
-@dataclass
-class RunSetup:
-    """What every worker needs to run the pipeline on an image (given to the pool).
-
-    ``color`` overrides ``spec.input.color`` (``cbr batch`` reads a folder that mixes
-    gray and colour images as RGB, as ``cbr apply`` does a batch).
-    """
-
-    spec: PipelineSpec
-    color: str | None = None
-    options: ApplyOptions = field(default_factory=ApplyOptions)
-    _built: dict[int, list[BuiltLayer]] = field(default_factory=dict, repr=False, compare=False)
-
-    def layers(self, channels: int) -> list[BuiltLayer]:
-        """Built layers for ``channels`` input channels (built once per process)."""
-        if channels not in self._built:
-            self._built[channels] = build_layers(self.spec, channels)
-        return self._built[channels]
-
-    def load(self, path: str) -> np.ndarray:
-        """The pipeline's input for one image: (1, C, H, W) float32, normalised."""
-        pixels, _ = load_batch([path], self.color or self.spec.input.color, self.options.resize)
-        return normalize_input(pixels[0][None], self.spec.input)
-
-
-def failure_reason(exc: BaseException) -> str:
-    """One line saying why an image failed."""
-    if isinstance(exc, MemoryError):
-        return "out of memory"
-    return " ".join(str(exc).split())
-
-
 def _moments_task(job: tuple[int, str, int, dict[str, Any]]) -> dict[str, Moments] | str:
     """Moments of layer ``index``'s conv output for one image (a worker task)."""
     _, path, index, known = job
@@ -201,6 +177,14 @@ def _image_stats_task(job: tuple[int, str, int]) -> list[tuple[str, int, Any, An
 
 
 # -------------------------------------------------------------- parent side
+
+
+NOTHING_TO_CALIBRATE = "the pipeline has no BN layer with mode: batch; nothing to calibrate"
+
+
+def _check_momentum(momentum: float) -> None:
+    if not 0.0 <= momentum <= 1.0:  # NaN too
+        raise CbrError(f"--momentum: expected a number in [0, 1] (got {momentum})")
 
 
 def _is_batch_bn(layer: Any) -> bool:
@@ -291,7 +275,7 @@ def dataset_bn_stats(
     """
     indices = batch_bn_layers(spec)
     if not indices:
-        raise CbrError("the pipeline has no BN layer with mode: batch; nothing to calibrate")
+        raise CbrError(NOTHING_TO_CALIBRATE)
     labels = list(names) if names is not None else list(paths)
     remaining = list(range(len(paths)))
     failures: dict[int, str] = {}
@@ -301,7 +285,9 @@ def dataset_bn_stats(
     with _pool(pool, jobs, setup) as workers:
         for k, index in enumerate(indices):
             name = spec.layers[index].name
-            phase = f"calibrate {name}" + (f" ({k + 1}/{len(indices)})" if len(indices) > 1 else "")
+            phase = f"BN statistics {name}" + (
+                f" ({k + 1}/{len(indices)})" if len(indices) > 1 else ""
+            )
             jobs_k = [(pos, paths[i], index, known) for pos, i in enumerate(remaining)]
             merged = _InOrder()
             progress = Progress(phase, len(jobs_k))
@@ -373,11 +359,10 @@ def momentum_bn_stats(
     every batch-mode BN: ``running = (1 - momentum) * running + momentum * stat``, with
     the image's own mean and unbiased variance (``var * n / (n - 1)``, ``n = H_out * W_out``).
     """
-    if not (0.0 <= momentum <= 1.0):
-        raise CbrError(f"--momentum: expected a number in [0, 1] (got {momentum})")
+    _check_momentum(momentum)
     indices = batch_bn_layers(spec)
     if not indices:
-        raise CbrError("the pipeline has no BN layer with mode: batch; nothing to calibrate")
+        raise CbrError(NOTHING_TO_CALIBRATE)
     labels = list(names) if names is not None else list(paths)
     out_channels = {spec.layers[i].name: spec.layers[i].conv.out_channels for i in indices}
     running = {
@@ -389,7 +374,7 @@ def momentum_bn_stats(
     applied = 0
     setup = RunSetup(spec, color, ApplyOptions(resize=resize))
     jobs_list = [(i, path, indices[-1]) for i, path in enumerate(paths)]
-    progress = Progress("calibrate (momentum)", len(jobs_list))
+    progress = Progress(f"BN statistics (momentum {momentum})", len(jobs_list))
     with WorkerPool(jobs, setup) as workers:
         workers.start()
         if on_progress:
@@ -455,3 +440,181 @@ def write_pipeline_yaml(path: str | os.PathLike[str], plain: dict[str, Any], hea
     text = yaml.safe_dump(plain, sort_keys=False, default_flow_style=None, width=100)
     with atomic_writer(path, "w") as f:
         f.write(comment + text)
+
+
+# ------------------------------------------------------------ cbr calibrate
+
+
+@dataclass(frozen=True)
+class CalibrateOptions:
+    """How ``cbr calibrate`` runs.
+
+    Attributes
+    ----------
+    out : str
+        The calibrated pipeline (YAML) to write. Its folder must exist, and it may not
+        be the config file the pipeline was read from.
+    recursive, glob
+        Which images (:func:`cbr_cli.discover.discover`).
+    jobs : int, optional
+        Worker processes (default: the CPUs available).
+    fail_fast : bool
+        Stop at the first image that fails; nothing is written then.
+    resize : (H, W), optional
+        Resize every image first (pass the same to ``cbr apply``/``cbr batch``).
+    momentum : float, optional
+        PyTorch's exponential update (:func:`momentum_bn_stats`) instead of the exact
+        dataset statistics (:func:`dataset_bn_stats`).
+    """
+
+    out: str
+    recursive: bool = False
+    glob: str | None = None
+    jobs: int | None = None
+    fail_fast: bool = False
+    resize: tuple[int, int] | None = None
+    momentum: float | None = None
+
+
+@dataclass
+class CalibrateResult:
+    """What :func:`run_calibrate` did.
+
+    Attributes
+    ----------
+    out : str or None
+        The file written; None when ``fail_fast`` stopped the run (nothing written).
+    running : dict of str to (running_mean, running_var)
+        What was written for each calibrated BN layer, shape (C,) each (empty if stopped).
+    images : int
+        Images that contributed.
+    failures : list of (name, reason)
+        Images left out, named by their path relative to the folder, in sorted order.
+    """
+
+    out: str | None
+    running: dict[str, tuple[np.ndarray, np.ndarray]]
+    images: int
+    failures: list[tuple[str, str]]
+
+    @property
+    def stopped(self) -> bool:
+        """True if ``fail_fast`` stopped the run."""
+        return self.out is None
+
+
+def run_calibrate(
+    in_dir: str | os.PathLike[str],
+    spec: PipelineSpec,
+    options: CalibrateOptions,
+    on_progress: ProgressCallback | None = None,
+) -> CalibrateResult:
+    """Write ``spec`` with every batch-mode BN calibrated over the images under ``in_dir``.
+
+    The statistics are :func:`dataset_bn_stats` (or :func:`momentum_bn_stats`), made
+    running statistics by :func:`calibrated_plain`; a folder read as RGB because it
+    mixes gray and colour images gets ``input.color: rgb``. A header (``#`` lines)
+    says where the statistics come from.
+
+    Raises
+    ------
+    CbrError
+        Exit code 2, before any image is processed: bad options; an output path that
+        is a folder, lies in a folder that does not exist or cannot be written, or is
+        the pipeline's own config file; no batch-mode BN; no images; a config that
+        does not fit the images (:func:`cbr_cli.folder.check_config`). Exit code 1:
+        no image could be processed, or the file cannot be written.
+    """
+    if options.momentum is not None:
+        _check_momentum(options.momentum)
+    _check_out(options.out, spec)
+    if not batch_bn_layers(spec):
+        raise CbrError(NOTHING_TO_CALIBRATE)
+    paths = discover(in_dir, options.recursive, options.glob)
+    files = [str(p) for p in paths]
+    jobs = resolve_jobs(options.jobs, len(files))
+    scan = scan_folder(spec, files, options.resize)
+    check_config(RunSetup(spec, scan.color, ApplyOptions(resize=options.resize)), scan)
+    common: dict[str, Any] = {
+        "color": scan.color,
+        "resize": options.resize,
+        "jobs": jobs,
+        "names": [p.relative_to(in_dir).as_posix() for p in paths],
+        "on_progress": on_progress,
+        "fail_fast": options.fail_fast,
+    }
+    stats: DatasetStats | MomentumStats
+    if options.momentum is None:
+        stats = dataset_bn_stats(files, spec, **common)
+        running = stats.running()
+    else:
+        stats = momentum_bn_stats(files, spec, options.momentum, **common)
+        running = stats.running
+    if stats.stopped:
+        return CalibrateResult(None, {}, 0, stats.failures)
+    if stats.images == 0:
+        raise CbrError(
+            f"no image could be processed ({len(stats.failures)} failed); nothing written", 1
+        )
+    plain = calibrated_plain(spec, running)
+    if scan.color is not None and spec.input.color is None:
+        input_part = {**plain.pop("input", {}), "color": scan.color}
+        plain = {"input": input_part, **plain}  # first, as in a hand-written config
+    header = _header(in_dir, spec, options, stats.images, len(stats.failures))
+    write_pipeline_yaml(options.out, plain, header)
+    return CalibrateResult(options.out, running, stats.images, stats.failures)
+
+
+def _check_out(out: str, spec: PipelineSpec) -> None:
+    """Refuse, before any work, a path the calibrated pipeline cannot or must not go to."""
+    if os.path.isdir(out):
+        raise CbrError(f"--out {out}: is a folder; give the YAML file to write")
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder):
+        problem = "is not a folder" if os.path.exists(folder) else "does not exist"
+        raise CbrError(f"--out {out}: the folder {folder} {problem}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CbrError(f"--out {out}: cannot write in the folder {folder} (permission denied)")
+    try:
+        same = spec.source != "flags" and os.path.samefile(out, spec.source)
+    except OSError:  # either does not exist
+        same = False
+    if same:
+        raise CbrError(
+            f"--out {out}: is the pipeline config given with -c; write the calibrated "
+            "pipeline to another file"
+        )
+
+
+def _header(
+    in_dir: str | os.PathLike[str],
+    spec: PipelineSpec,
+    options: CalibrateOptions,
+    images: int,
+    failed: int,
+) -> str:
+    """The comment lines at the top of a calibrated pipeline."""
+    from cbr_cli import __version__
+
+    if options.momentum is None:
+        how = (
+            "exact dataset mean and unbiased variance over every output position "
+            "(PyTorch's buffers after one train-mode pass of the folder as one batch)"
+        )
+    else:
+        how = (
+            f"PyTorch's exponential update, momentum {options.momentum}, one train-mode step "
+            "per image in sorted order (batch size 1), from mean 0 / variance 1"
+        )
+    lines = [
+        f"Calibrated by cbr {__version__} (cbr calibrate) from {images} images in "
+        f"{os.path.abspath(in_dir)}" + (f" ({failed} failed)" if failed else ""),
+        f"Pipeline: {spec.source}",
+        f"BatchNorm statistics: {how}.",
+    ]
+    if options.resize is not None:
+        size = f"{options.resize[0]}x{options.resize[1]}"
+        lines.append(
+            f"Images were resized to {size}: pass --resize {size} to cbr apply / cbr batch too."
+        )
+    return "\n".join(lines)

@@ -7,14 +7,18 @@ kept, the next run resumes).
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from cbr_cli import cli_options as opt
+from cbr_cli.cli_common import run
+
+if TYPE_CHECKING:
+    from cbr_cli.batch import BatchResult
+    from cbr_cli.calibrate import CalibrateResult
 
 FOLDER = "Folder"
 OUTPUT = "Output"
@@ -37,12 +41,13 @@ Glob = Annotated[
     ),
 ]
 Jobs = Annotated[
-    Optional[int],
+    Optional[str],
     typer.Option(
-        "--jobs", "-j", min=1, help="Worker processes (default: CPUs available).",
+        "--jobs", "-j", metavar="INTEGER", help="Worker processes (default: CPUs available).",
         rich_help_panel=FOLDER,
     ),
 ]  # fmt: skip
+JOBS_EXPECTED = "a positive integer"
 FailFast = Annotated[
     bool,
     typer.Option("--fail-fast", help="Stop at the first image that fails.", rich_help_panel=FOLDER),
@@ -111,7 +116,7 @@ def batch(
         negative_slope=negative_slope, color=color,
     )  # fmt: skip
 
-    def body() -> Any:
+    def body() -> BatchResult:
         from rich.console import Console
 
         from cbr_cli.batch import BatchOptions, run_batch
@@ -123,7 +128,7 @@ def batch(
             out_dir=str(out),
             recursive=recursive,
             glob=glob,
-            jobs=jobs,
+            jobs=opt.parse_int(jobs, "--jobs", JOBS_EXPECTED),
             force=force,
             fail_fast=fail_fast,
             output=opt.output_options(out, colormap, normalize, save_npy, channel_pngs, resize),
@@ -131,10 +136,8 @@ def batch(
         with ProgressDisplay(Console(stderr=True)) as display:
             return run_batch(in_dir, spec, options, on_progress=display)
 
-    from cbr_cli.cli import _run
-
     try:
-        result = _run(body)
+        result = run(body)
     except KeyboardInterrupt:
         raise _interrupted(
             f"finished images are kept in {out}; run the same command again to resume"
@@ -143,7 +146,7 @@ def batch(
     raise typer.Exit(1 if result.failures else 0)
 
 
-def _print_batch(result: Any) -> None:
+def _print_batch(result: BatchResult) -> None:
     from rich.console import Console
 
     from cbr_cli.report_batch import failures_table, summary_table
@@ -171,13 +174,12 @@ def calibrate(
         typer.Option("--out", "-o", help="Calibrated pipeline YAML to write."),
     ],
     momentum: Annotated[
-        Optional[float],
+        Optional[str],
         typer.Option(
-            min=0.0,
-            max=1.0,
+            metavar="FLOAT",
             help="Instead of the exact dataset average: PyTorch's exponential update with "
-            "this momentum, one train-mode step per image in sorted order (a DataLoader "
-            "with batch size 1), starting from mean 0 / variance 1.",
+            "this momentum in [0, 1], one train-mode step per image in sorted order (a "
+            "DataLoader with batch size 1), starting from mean 0 / variance 1.",
         ),
     ] = None,
     recursive: Recursive = False,
@@ -197,100 +199,48 @@ def calibrate(
     out of the statistics).
     """
 
-    def body() -> Any:
+    def body() -> CalibrateResult:
         from rich.console import Console
 
-        from cbr_cli import __version__
-        from cbr_cli.batch import check_config, folder_color
-        from cbr_cli.calibrate import (
-            RunSetup,
-            calibrated_plain,
-            dataset_bn_stats,
-            momentum_bn_stats,
-            write_pipeline_yaml,
-        )
-        from cbr_cli.discover import discover
-        from cbr_cli.errors import CbrError
+        from cbr_cli.calibrate import CalibrateOptions, run_calibrate
         from cbr_cli.flags import LayerFlags, build_spec
-        from cbr_cli.pool import default_jobs
         from cbr_cli.progress import ProgressDisplay
 
         spec = build_spec(config, LayerFlags(color=color))
-        if out.is_dir():
-            raise CbrError(f"--out {out}: is a folder; give the YAML file to write")
-        size = opt.parse_size(resize)
-        paths = discover(in_dir, recursive, glob)
-        if not paths:
-            raise CbrError(f"no images found in {in_dir}")
-        names = [p.relative_to(in_dir).as_posix() for p in paths]
-        files = [str(p) for p in paths]
-        chosen, channels = folder_color(spec, files)
-        check_config(RunSetup(spec, chosen), channels)
-        common = {
-            "color": chosen,
-            "resize": size,
-            "jobs": jobs or default_jobs(),
-            "names": names,
-            "fail_fast": fail_fast,
-        }
+        options = CalibrateOptions(
+            out=str(out),
+            recursive=recursive,
+            glob=glob,
+            jobs=opt.parse_int(jobs, "--jobs", JOBS_EXPECTED),
+            fail_fast=fail_fast,
+            resize=opt.parse_size(resize),
+            momentum=opt.parse_float(momentum, "--momentum", "a number in [0, 1]"),
+        )
         with ProgressDisplay(Console(stderr=True)) as display:
-            if momentum is None:
-                stats = dataset_bn_stats(files, spec, on_progress=display, **common)
-                running, images = stats.running(), stats.images
-                how = (
-                    "exact dataset mean and unbiased variance over every output position "
-                    "(PyTorch's buffers after one train-mode pass of the folder as one batch)"
-                )
-            else:
-                stats = momentum_bn_stats(files, spec, momentum, on_progress=display, **common)
-                running, images = stats.running, stats.images
-                how = (
-                    f"PyTorch's exponential update, momentum {momentum}, one train-mode step "
-                    "per image in sorted order (batch size 1), from mean 0 / variance 1"
-                )
-        if stats.stopped:
-            return stats, None, None
-        if images == 0:
-            raise CbrError(f"no image in {in_dir} could be read; nothing written", 1)
-        plain = calibrated_plain(spec, running)
-        if chosen is not None and spec.input.color is None:
-            plain.setdefault("input", {})["color"] = chosen
-            plain = {"input": plain.pop("input"), **plain}
-        header = [
-            f"Calibrated by cbr {__version__} (cbr calibrate) from {images} images in "
-            f"{os.path.abspath(in_dir)}"
-            + (f" ({len(stats.failures)} failed)" if stats.failures else ""),
-            f"Pipeline: {spec.source}",
-            f"BatchNorm statistics: {how}.",
-        ]
-        if size is not None:
-            header.append(
-                f"Images were resized to {size[0]}x{size[1]}: pass --resize {size[0]}x{size[1]} "
-                "to cbr apply / cbr batch too."
-            )
-        write_pipeline_yaml(out, plain, "\n".join(header))
-        return stats, running, str(out)
-
-    from cbr_cli.cli import _run
+            return run_calibrate(in_dir, spec, options, on_progress=display)
 
     try:
-        stats, running, written = _run(body)
+        result = run(body)
     except KeyboardInterrupt:
         raise _interrupted("nothing written") from None
+    _print_calibrate(result)
+    raise typer.Exit(1 if result.failures else 0)
+
+
+def _print_calibrate(result: CalibrateResult) -> None:
     from rich.console import Console
 
     from cbr_cli.report_batch import bn_stats_table, failures_table
 
     console = Console()
-    if running is not None:
-        console.print(bn_stats_table(running))
-    if stats.failures:
-        console.print(failures_table(stats.failures))
-    if written is None:
+    if result.running:
+        console.print(bn_stats_table(result.running))
+    if result.failures:
+        console.print(failures_table(result.failures))
+    if result.stopped:
         console.print("stopped at the first failure (--fail-fast); nothing written", style="yellow")
     else:
-        console.print(f"wrote {written}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1 if stats.failures else 0)
+        console.print(f"wrote {result.out}", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

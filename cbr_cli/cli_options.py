@@ -193,3 +193,30 @@ def output_options(
         channel_pngs=channel_pngs,
         resize=parse_size(resize),
     )
+
+
+# ------------------------------------------------------------ plain numbers
+#
+# Numbers taken as text and parsed here, not by Typer (whose errors are a multi-line
+# usage message), so that a bad one is a one-line ``error: FLAG: expected ... (got ...)``
+# like every other cbr error. Ranges are checked where the value is used.
+
+
+def parse_int(text: str | None, flag: str, expected: str = "an integer") -> int | None:
+    """``text`` as an int; None stays None."""
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise CbrError(f"{flag}: expected {expected} (got {text!r})") from None
+
+
+def parse_float(text: str | None, flag: str, expected: str = "a number") -> float | None:
+    """``text`` as a float; None stays None."""
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise CbrError(f"{flag}: expected {expected} (got {text!r})") from None

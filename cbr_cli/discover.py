@@ -1,4 +1,4 @@
-"""Which files ``cbr batch`` reads, and where each one's outputs go. No printing.
+"""Which files ``cbr batch`` and ``cbr calibrate`` read, and where batch's outputs go. No printing.
 
 Discovery
 ---------
@@ -41,13 +41,15 @@ def discover(
     Raises
     ------
     CbrError
-        ``in_dir`` is not a folder, or a folder cannot be listed.
+        ``in_dir`` is not a folder, a folder cannot be listed, or no image is found
+        (the message says what was looked for).
     """
     root = Path(in_dir)
     if not root.is_dir():
         raise CbrError(f"{in_dir}: not a folder" if root.exists() else f"{in_dir}: no such folder")
     found: list[Path] = []
     folders = [root]
+    skipped_folders = False
     while folders:
         folder = folders.pop()
         try:
@@ -60,11 +62,25 @@ def discover(
             if entry.is_dir(follow_symlinks=False):
                 if recursive:
                     folders.append(Path(entry.path))
+                else:
+                    skipped_folders = True
             elif entry.is_file() and entry.name.lower().endswith(IMAGE_SUFFIXES):
                 path = Path(entry.path)
                 if glob is None or PurePosixPath(path.relative_to(root).as_posix()).match(glob):
                     found.append(path)
+    if not found:
+        raise CbrError(_nothing_found(in_dir, recursive, glob, skipped_folders))
     return sorted(found, key=lambda p: p.relative_to(root).parts)
+
+
+def _nothing_found(
+    in_dir: str | os.PathLike[str], recursive: bool, glob: str | None, skipped_folders: bool
+) -> str:
+    """``no images in IN (.png, ...) matching GLOB; add --recursive ...``, as applies."""
+    where = f"{in_dir} or its subfolders" if recursive else f"{in_dir}"
+    matching = "" if glob is None else f" matching {glob!r}"
+    hint = "; add --recursive to include subfolders" if skipped_folders else ""
+    return f"no images in {where} ({', '.join(IMAGE_SUFFIXES)}){matching}{hint}"
 
 
 def check_overlap(in_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> None:

@@ -6,8 +6,9 @@
   re-import, pages shared copy-on-write), ``spawn`` elsewhere. The processes are
   started by :meth:`WorkerPool.start`, before the caller starts any thread of its own
   (a progress display), so no thread is ever forked.
-* Each worker limits BLAS (threadpoolctl) and ``scipy.fft`` to ``cores // jobs``
-  threads, so ``jobs`` workers use the cores once, not ``jobs`` times.
+* Each worker limits BLAS (threadpoolctl) and cbr's convolution engines
+  (:func:`cbr_cli._convolve.set_threads`) to ``cores // jobs`` threads, so ``jobs``
+  workers use the cores once, not ``jobs`` times.
 * Each worker ignores SIGINT: on Ctrl-C the parent alone decides (it cancels queued
   work and terminates the workers, :meth:`WorkerPool.stop`). Each worker also dies
   with the parent (Linux ``PR_SET_PDEATHSIG``; elsewhere a watchdog thread), so a
@@ -46,7 +47,7 @@ _limits: Any = None  # keeps threadpoolctl's limits alive in a worker
 class Progress:
     """Where a phase of a run stands; sent to a progress callback after every image.
 
-    ``phase`` is e.g. ``"calibrate layer1 (1/2)"`` or ``"process"``; ``done`` counts
+    ``phase`` is e.g. ``"BN statistics layer1 (1/2)"`` or ``"process"``; ``done`` counts
     finished images (failed ones included); ``item``/``reason`` name the image just
     finished and, if it failed, why (one line). ``skipped`` counts images left out
     of the phase because an earlier run finished them.
@@ -62,10 +63,24 @@ class Progress:
 
 
 def default_jobs() -> int:
-    """The CPUs this process may run on (the affinity mask, not the machine's count)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
+    """The CPUs this process may use: :func:`cbr_cli._convolve.thread_count`."""
+    from cbr_cli._convolve import thread_count
+
+    return thread_count()
+
+
+def resolve_jobs(jobs: int | None, tasks: int) -> int:
+    """Worker processes for ``tasks`` tasks: ``jobs`` (default :func:`default_jobs`),
+    at most one per task, at least one.
+
+    Raises
+    ------
+    CbrError
+        ``jobs`` is given and not positive.
+    """
+    if jobs is not None and jobs < 1:
+        raise CbrError(f"--jobs: expected a positive integer (got {jobs})")
+    return max(1, min(jobs or default_jobs(), tasks))
 
 
 def state() -> Any:
@@ -103,10 +118,10 @@ def _init_worker(parent: int, threads: int, value: Any) -> None:
     _die_with_parent(parent)
     from threadpoolctl import threadpool_limits
 
-    from cbr_cli._convolve import set_fft_workers
+    from cbr_cli._convolve import set_threads
 
     _limits = threadpool_limits(limits=threads)
-    set_fft_workers(threads)
+    set_threads(threads)
     _state = value
 
 

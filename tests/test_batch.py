@@ -142,11 +142,100 @@ def test_an_output_path_that_is_a_file_is_a_one_line_error(tmp_path: Path):
     assert result.stderr == f"error: --out {tmp_path / 'file'}: exists and is not a folder\n"
 
 
-def test_a_folder_without_images_is_an_error(tmp_path: Path):
+SUFFIXES = "(.png, .jpg, .jpeg, .tif, .tiff, .bmp, .webp, .gif)"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], f"no images in {{in}} {SUFFIXES}; add --recursive to include subfolders"),
+        (["--glob", "*.xyz"], f"no images in {{in}} {SUFFIXES} matching '*.xyz'; add --recursive "
+         "to include subfolders"),
+        (["-r", "--glob", "*.xyz"], f"no images in {{in}} or its subfolders {SUFFIXES} matching "
+         "'*.xyz'"),
+    ],
+)  # fmt: skip
+def test_a_folder_without_images_is_one_clear_error(tmp_path: Path, extra, message):
+    root = tmp_path / "in"
+    save(root / "sub" / "x.png", np.random.default_rng(0))
+    (root / "readme.txt").write_text("x")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["batch", str(root), "-o", str(out), *extra])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr == f"error: {message.format(**{'in': root})}\n"
+    assert not out.exists()
+
+
+def test_no_recursive_hint_without_subfolders(tmp_path: Path):
     (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "readme.txt").write_text("x")
     result = runner.invoke(app, ["batch", str(tmp_path / "in"), "-o", str(tmp_path / "out")])
-    assert result.exit_code == 2 and "no images found" in result.stderr
+    assert result.exit_code == 2
+    assert result.stderr == f"error: no images in {tmp_path / 'in'} {SUFFIXES}\n"
+
+
+@pytest.mark.parametrize(("value", "shown"), [("0", "0"), ("-3", "-3"), ("two", "'two'")])
+def test_jobs_must_be_a_positive_integer_one_line_error(tmp_path: Path, value: str, shown: str):
+    save(tmp_path / "in" / "x.png", np.random.default_rng(0))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["batch", str(tmp_path / "in"), "-o", str(out), "-j", value])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr == f"error: --jobs: expected a positive integer (got {shown})\n"
+    assert not out.exists()
+
+
+SMALL_KERNEL_THEN_LARGE = (
+    "layers:\n"
+    "  - conv: {out_channels: 2, kernel_size: 3}\n    bn: batch\n"
+    "  - conv: {out_channels: 2, kernel_size: 5}\n    bn: batch\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("sizes", "extra", "why"),
+    [
+        ([(16, 16), (20, 12)], ["--resize", "3x3"], "with --resize 3x3"),
+        ([(5, 6), (5, 6)], [], "every image is 5x6"),
+    ],
+    ids=["resize", "one-size"],
+)
+def test_a_layer_that_cannot_fit_the_one_input_size_fails_once_before_any_work(
+    tmp_path: Path, sizes, extra, why
+):
+    rng = np.random.default_rng(0)
+    for i, size in enumerate(sizes):
+        save(tmp_path / "in" / f"i{i}.png", rng, size=size)
+    config = tmp_path / "p.yaml"
+    config.write_text(SMALL_KERNEL_THEN_LARGE)
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app, ["batch", str(tmp_path / "in"), "-o", str(out), "-c", str(config), *extra]
+    )
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr  # no progress, no failure per image
+    assert lines[0].startswith(f"error: {config}:4:")
+    assert "layer 'layer2'" in lines[0] and "the output would be empty" in lines[0]
+    assert lines[0].endswith(f"({why})")
+    assert not out.exists()
+
+
+def test_images_of_several_sizes_are_run_one_by_one(tmp_path: Path):
+    """Only some sizes fit the layers: those images are processed, the others fail."""
+    rng = np.random.default_rng(0)
+    save(tmp_path / "in" / "big.png", rng, size=(9, 9))
+    save(tmp_path / "in" / "small.png", rng, size=(5, 5))
+    config = tmp_path / "p.yaml"
+    config.write_text(SMALL_KERNEL_THEN_LARGE.replace("bn: batch", "bn: running"))
+    out = tmp_path / "out"
+    args = ["batch", str(tmp_path / "in"), "-o", str(out), "-c", str(config), "-j", "1"]
+    result = runner.invoke(app, [*args, *NO_PNGS])
+    assert result.exit_code == 1
+    failures = (out / "failures.txt").read_text().splitlines()
+    assert len(failures) == 1 and failures[0].startswith("small.png: ")
+    assert (out / "big" / MARKER).exists()
 
 
 # -- a whole run -------------------------------------------------------------------------
@@ -251,6 +340,35 @@ def test_fail_fast_stops_at_the_first_failure(tmp_path: Path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"] == {"done": 0, "failed": 1, "not run": 3}
     assert not list(out.rglob(MARKER))
+
+
+def test_the_statistics_pass_is_named_for_what_it_computes(tmp_path: Path):
+    rng = np.random.default_rng(8)
+    for i in range(2):
+        save(tmp_path / "in" / f"i{i}.png", rng, size=(8, 8))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["batch", str(tmp_path / "in"), "-o", str(out), *NO_PNGS])
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert lines[0] == "cbr: BN statistics layer1: 2 images"
+    assert "cbr: process: 2 images" in lines
+    assert "calibrate" not in result.stderr
+
+
+def _engine_threads(_: object) -> int:
+    from cbr_cli._convolve import thread_count
+
+    return thread_count()
+
+
+def test_workers_split_the_cpus_between_them():
+    from cbr_cli._convolve import thread_count
+    from cbr_cli.pool import WorkerPool, default_jobs
+
+    assert default_jobs() == thread_count()  # one definition of "the CPUs available"
+    with WorkerPool(2, None) as pool:
+        seen = {threads for _, threads in pool.run(_engine_threads, range(4))}
+    assert seen == {max(1, default_jobs() // 2)}
 
 
 # -- resume ------------------------------------------------------------------------------
@@ -431,7 +549,20 @@ def test_ctrl_c_stops_promptly_exits_130_and_leaves_no_partial_files(folder_and_
     assert tree(out) == reference
 
 
-# -- help --------------------------------------------------------------------------------
+# -- help and layering -------------------------------------------------------------------
+
+
+def test_cli_batch_does_not_import_the_app_module():
+    """cli.py imports cli_batch to register its commands; the reverse would be a cycle."""
+    import ast
+
+    import cbr_cli.cli_batch
+
+    tree = ast.parse(Path(cbr_cli.cli_batch.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert "cbr_cli.cli" not in imported
+    assert "cbr_cli.cli_common" in imported
 
 
 @pytest.mark.parametrize("command", ["batch", "calibrate"])

@@ -7,6 +7,7 @@ against torch in test_golden.py).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -311,3 +312,167 @@ def test_cli_calibrate_without_batch_bn_is_a_usage_error(tmp_path):
     assert result.exit_code == 2
     assert result.stderr.startswith("error: ") and "nothing to calibrate" in result.stderr
     assert not (tmp_path / "c.yaml").exists()
+
+
+# -- checked before any work -------------------------------------------------------------
+
+
+def calibrate(tmp_path: Path, config: Path, out: Path | str, *extra: str):
+    return runner.invoke(
+        app, ["calibrate", str(tmp_path / "in"), "-c", str(config), "-o", str(out), *extra]
+    )
+
+
+def assert_one_line_error(result, message: str, code: int = 2) -> None:
+    """Exit code, nothing on stdout, exactly ``error: message`` on stderr (no progress)."""
+    assert result.exit_code == code, result.output
+    assert result.stdout == ""
+    assert result.stderr == f"error: {message}\n"
+
+
+def test_an_output_folder_that_does_not_exist_is_refused_before_any_work(tmp_path, two_bn):
+    config, _ = two_bn
+    make_folder(tmp_path / "in", [(8, 8)] * 2)
+    out = tmp_path / "missing" / "cal.yaml"
+    result = calibrate(tmp_path, config, out)
+    assert_one_line_error(result, f"--out {out}: the folder {out.parent} does not exist")
+
+
+def test_an_output_path_that_is_a_folder_is_refused(tmp_path, two_bn):
+    config, _ = two_bn
+    make_folder(tmp_path / "in", [(8, 8)] * 2)
+    result = calibrate(tmp_path, config, tmp_path)
+    assert_one_line_error(result, f"--out {tmp_path}: is a folder; give the YAML file to write")
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused(tmp_path, two_bn, monkeypatch):
+    config, _ = two_bn
+    make_folder(tmp_path / "in", [(8, 8)] * 2)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    if os.geteuid() == 0:  # root may write anywhere: deny it as the mode would deny others
+        real_access = os.access
+        monkeypatch.setattr(
+            os, "access", lambda path, mode, **kw: path != str(locked) and real_access(path, mode)
+        )
+    result = calibrate(tmp_path, config, locked / "cal.yaml")
+    assert_one_line_error(
+        result,
+        f"--out {locked / 'cal.yaml'}: cannot write in the folder {locked} (permission denied)",
+    )
+
+
+def test_the_config_itself_is_never_overwritten(tmp_path, two_bn):
+    config, _ = two_bn
+    make_folder(tmp_path / "in", [(8, 8)] * 2)
+    (tmp_path / "sub").mkdir()
+    before = config.read_bytes()
+    for out in (config, tmp_path / "sub" / ".." / config.name):  # another spelling of it
+        result = calibrate(tmp_path, config, out)
+        assert_one_line_error(
+            result,
+            f"--out {out}: is the pipeline config given with -c; write the calibrated "
+            "pipeline to another file",
+        )
+    assert config.read_bytes() == before
+
+
+@pytest.mark.parametrize(("value", "shown"), [("2", "2.0"), ("-0.1", "-0.1"), ("nan", "nan"),
+                                              ("fast", "'fast'")])  # fmt: skip
+def test_momentum_out_of_range_is_a_one_line_error(tmp_path, two_bn, value, shown):
+    config, _ = two_bn
+    make_folder(tmp_path / "in", [(8, 8)] * 2)
+    result = calibrate(tmp_path, config, tmp_path / "cal.yaml", "--momentum", value)
+    assert_one_line_error(result, f"--momentum: expected a number in [0, 1] (got {shown})")
+    assert not (tmp_path / "cal.yaml").exists()
+
+
+def test_jobs_zero_is_a_one_line_error(tmp_path, two_bn):
+    config, _ = two_bn
+    make_folder(tmp_path / "in", [(8, 8)] * 2)
+    result = calibrate(tmp_path, config, tmp_path / "cal.yaml", "-j", "0")
+    assert_one_line_error(result, "--jobs: expected a positive integer (got 0)")
+
+
+def test_no_images_is_the_same_message_as_cbr_batch(tmp_path, two_bn):
+    config, _ = two_bn
+    make_folder(tmp_path / "in", [(8, 8)])
+    args = [str(tmp_path / "in"), "--glob", "*.xyz"]
+    calibrated = runner.invoke(
+        app, ["calibrate", *args, "-c", str(config), "-o", str(tmp_path / "c.yaml")]
+    )
+    batched = runner.invoke(app, ["batch", *args, "-o", str(tmp_path / "out")])
+    assert calibrated.exit_code == batched.exit_code == 2
+    assert calibrated.stderr == batched.stderr
+    assert calibrated.stderr.startswith(f"error: no images in {tmp_path / 'in'} (.png, ")
+    assert calibrated.stderr.endswith(" matching '*.xyz'\n")
+
+
+LARGE_SECOND_KERNEL = """
+layers:
+  - conv: {out_channels: 2, kernel_size: 3}
+    bn: batch
+  - conv: {out_channels: 2, kernel_size: 5}
+    bn: batch
+"""
+
+
+def test_a_shape_error_for_every_image_is_one_error_before_any_work(tmp_path):
+    config = tmp_path / "b.yaml"
+    config.write_text(LARGE_SECOND_KERNEL)
+    make_folder(tmp_path / "in", [(16, 16), (20, 24)])
+    result = calibrate(tmp_path, config, tmp_path / "m.yaml", "--resize", "3x3")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1, result.stderr  # no progress, no per-image failures
+    assert result.stderr.startswith(f"error: {config}:5:")
+    assert "layer 'layer2'" in result.stderr and "larger than the padded input 1x1" in result.stderr
+    assert result.stderr.endswith("(with --resize 3x3)\n")
+    assert not (tmp_path / "m.yaml").exists()
+
+
+def test_when_every_image_fails_in_the_pipeline_the_summary_says_so(tmp_path):
+    """Sizes differ, so no up-front check; each image fails on its own."""
+    config = tmp_path / "b.yaml"
+    config.write_text(LARGE_SECOND_KERNEL)
+    make_folder(tmp_path / "in", [(5, 5), (6, 6)])  # layer2 sees 3x3 and 4x4: too small
+    result = calibrate(tmp_path, config, tmp_path / "m.yaml", "-j", "1")
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert [line.split(":")[0] for line in lines if line.startswith("failed ")] == [
+        "failed img00.png",
+        "failed img01.png",
+    ]
+    assert lines[-1] == "error: no image could be processed (2 failed); nothing written"
+    assert not (tmp_path / "m.yaml").exists()
+
+
+# -- the library entry point -------------------------------------------------------------
+
+
+def test_run_calibrate_writes_a_mixed_folder_as_rgb(tmp_path, two_bn):
+    from cbr_cli.calibrate import CalibrateOptions, run_calibrate
+    from cbr_cli.pool import Progress
+
+    _, spec = two_bn
+    make_folder(tmp_path / "in", [(12, 12)] * 2)
+    gray = np.random.default_rng(1).random((12, 12)) * 255
+    (tmp_path / "in" / "sub").mkdir()
+    Image.fromarray(gray.astype(np.uint8)).save(tmp_path / "in" / "sub" / "g.png")
+    (tmp_path / "in" / "zz.png").write_bytes(b"")
+    seen: list[Progress] = []
+    out = tmp_path / "cal.yaml"
+    options = CalibrateOptions(out=str(out), recursive=True, jobs=1)
+    result = run_calibrate(tmp_path / "in", spec, options, on_progress=seen.append)
+    assert result.out == str(out) and not result.stopped
+    assert result.images == 3
+    assert [name for name, _ in result.failures] == ["zz.png"]
+    assert "file is empty" in result.failures[0][1]
+    assert list(result.running) == ["first", "second"]
+    assert {p.phase for p in seen} == {"BN statistics first (1/2)", "BN statistics second (2/2)"}
+    written = yaml.safe_load(out.read_text())
+    assert next(iter(written)) == "input" and written["input"] == {"color": "rgb"}
+    np.testing.assert_array_equal(written["layers"][0]["bn"]["running_mean"],
+                                  result.running["first"][0])  # fmt: skip
+    assert "from 3 images" in out.read_text().splitlines()[0]
+    assert "(1 failed)" in out.read_text().splitlines()[0]
