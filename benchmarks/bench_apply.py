@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cbr_cli.apply import ApplyOptions, run_apply
+from cbr_cli.apply import ApplyOptions, process_image, run_apply
 from cbr_cli.flags import LayerFlags, build_spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +42,15 @@ def main() -> int:
             result = run_apply([str(photo)], spec, options)
             total = time.perf_counter() - start
             runs.append({**result.timings, "total": total})
+        serial: list[dict[str, float]] = []
+        for i in range(args.repeat):  # one thread, phases one after another: clean shares
+            timings: dict[str, float] = {}
+            options = ApplyOptions(out_dir=f"{tmp}/serial{i}", save_npy=not args.no_npy)
+            start = time.perf_counter()
+            process_image(str(photo), "a", f"{tmp}/serial{i}/a", spec, options, timings=timings)
+            # Writes run inline here, inside the render phase's clock: take them out.
+            timings["render"] -= timings.get("encode", 0.0)
+            serial.append({**timings, "total": time.perf_counter() - start})
     phases = list(runs[0])
     medians = {p: statistics.median(r[p] for r in runs) for p in phases}
     total = medians["total"]
@@ -49,8 +58,15 @@ def main() -> int:
     for phase in phases:
         share = 100 * medians[phase] / total
         print(f"  {phase:<8} {medians[phase]:7.3f} s  {share:5.1f}%")
-    print("  (render = colouring + montage on the main thread; write = waiting for the PNG/npy")
-    print("   encoder threads after rendering; encoding overlaps rendering)")
+    print("  load/compute/stats/render/write: wall time of the main thread's phases (stats")
+    print("  and render run while encoder threads compress earlier PNGs on the same 2 cores,")
+    print("  so they are inflated); encode: summed time inside the PNG/npy writer threads.")
+    medians = {p: statistics.median(r.get(p, 0.0) for r in serial) for p in serial[0]}
+    print(f"serial (one thread, no overlap), median of {args.repeat}:")
+    for phase in ("load", "compute", "stats", "render", "encode", "total"):
+        share = 100 * medians.get(phase, 0.0) / medians["total"]
+        print(f"  {phase:<8} {medians.get(phase, 0.0):7.3f} s  {share:5.1f}%")
+    print("  (compute = conv + BN + ReLU; render = colouring + grid montage; encode = PNG/npy)")
     return 0
 
 

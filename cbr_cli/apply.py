@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -42,6 +43,7 @@ from cbr_cli.stats import ChannelStats, channel_stats
 
 GRID_TILE_MAX = 256
 """Largest side of a tile in a grid montage; bigger maps are subsampled for the grid only."""
+_TIMINGS_LOCK = threading.Lock()
 GRID_SIDE_MAX = 4096
 """Largest side of the tiles' area of a grid: many channels get smaller tiles."""
 
@@ -337,6 +339,7 @@ def process_image(
     color: str | None = None,
     layers: Callable[[int], list[BuiltLayer]] | None = None,
     batch_stats: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    timings: dict[str, float] | None = None,
 ) -> ImageRecord:
     """Run ``spec`` on one image alone and write its files into the folder ``out_dir``.
 
@@ -345,13 +348,21 @@ def process_image(
     layers (default: :func:`~cbr_cli.pipeline.build_layers`); ``batch_stats`` gives
     dataset-wide statistics for ``mode: batch`` BN layers (see
     :func:`~cbr_cli.pipeline.run_layers`). Files are written one after another, in the
-    calling thread (``cbr batch`` runs one such call per worker process).
+    calling thread (``cbr batch`` runs one such call per worker process). ``timings``, if
+    given, accumulates seconds per phase (load, compute, stats, render, encode).
     """
-    timings = {"load": 0.0, "compute": 0.0, "stats": 0.0, "render": 0.0, "write": 0.0}
+    if timings is None:
+        timings = {}
+    for phase in ("load", "compute", "stats", "render", "write"):
+        timings.setdefault(phase, 0.0)
+    start = time.perf_counter()
     pixels, sources = load_batch([path], color or spec.input.color, options.resize)
+    timings["load"] += time.perf_counter() - start
     image = pixels[0]
+    start = time.perf_counter()
     built = layers(image.shape[0]) if layers is not None else build_layers(spec, image.shape[0])
     results = run_layers(built, normalize_input(image[None], spec.input), batch_stats=batch_stats)
+    timings["compute"] += time.perf_counter() - start
     record = ImageRecord(
         path=os.path.abspath(path), name=name, out_dir=os.fspath(out_dir), source=sources[0]
     )
@@ -375,11 +386,18 @@ def _write_image(
     folder = ensure_dir(record.out_dir)
     pending: list[Future[None]] = []
 
+    def timed(fn: Callable[..., None], *args: Any) -> None:
+        start = time.perf_counter()
+        fn(*args)
+        elapsed = time.perf_counter() - start
+        with _TIMINGS_LOCK:  # encoder threads add up concurrently
+            timings["encode"] = timings.get("encode", 0.0) + elapsed
+
     def submit(fn: Callable[..., None], *args: Any) -> None:
         if pool is None:
-            fn(*args)
+            timed(fn, *args)
         else:
-            pending.append(pool.submit(fn, *args))
+            pending.append(pool.submit(timed, fn, *args))
 
     start = time.perf_counter()
     shown = np.clip(pixels, 0.0, 1.0)
