@@ -6,15 +6,14 @@ numpy, SciPy, Pillow and the YAML machinery are imported inside the commands.
 
 import copy
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional, TypeVar
+from typing import Annotated, Optional
 
 import typer
 
 from cbr_cli import __version__
 from cbr_cli import cli_options as opt
-from cbr_cli.errors import CbrError
+from cbr_cli.cli_common import run as _run
 
 app = typer.Typer(
     name="cbr",
@@ -26,17 +25,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-T = TypeVar("T")
 WIDE = 160  # columns for tables when stdout is not a terminal
-
-
-def _run(action: Callable[[], T]) -> T:
-    """Run a command body; turn CbrError into ``error: ...`` on stderr and its exit code."""
-    try:
-        return action()
-    except CbrError as exc:
-        sys.stderr.write(f"error: {exc.message}\n")
-        raise typer.Exit(exc.exit_code) from None
 
 
 def _version(value: bool) -> None:

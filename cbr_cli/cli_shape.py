@@ -81,7 +81,7 @@ def shape(
     flags that only choose weight values (--init, --seed, --eps, ...) are accepted so
     that an `apply` command line works unchanged; they do not change any shape.
     """
-    from cbr_cli.cli import _run
+    from cbr_cli.cli_common import run as _run
 
     flags = opt.layer_flags(
         out_channels=out_channels, kernel=kernel, kernel_size=kernel_size, stride=stride,
