@@ -127,5 +127,5 @@ def _shape(
 
     # Piped output is not wrapped to rich's 80-column default (COLUMNS still wins).
     wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
-    console = Console(width=WIDE if wide else None)
+    console = Console(width=WIDE if wide else None, emoji=False)  # no emoji table import
     console.print(shape_table(result))
