@@ -10,7 +10,8 @@ padding and dtype policy live in :mod:`cbr_cli.ops`.  Neither loops over pixels:
   per group) take the same path: their GEMM is a GEMV, with its own chunk budget.
 * **fft** — overlap-save: each tile of output rows is one real 2-D FFT of the input
   rows it needs, multiplied by the conjugate kernel spectrum (cross-correlation
-  theorem) and transformed back.  Tiles are as tall as ``FFT_MEMORY_BYTES`` allows.
+  theorem) and transformed back.  Tiles are as tall as ``FFT_MEMORY_BYTES`` allows,
+  so the engine's scratch memory is bounded whatever the image size.
 
 Threads.  The direct engine splits its chunks over :func:`thread_count` Python threads
 (numpy releases the GIL in BLAS and in copies), each with its own scratch buffer, and
@@ -47,12 +48,16 @@ from cbr_cli.shapes import ConvGeometry
 IM2COL_CHUNK_BYTES = 768 * 1024
 # The same with one input channel per group (depthwise; the GEMM is a memory-bound
 # GEMV): 384-768 KiB best; 128 KiB 1.5-2x and 2 MiB 1.2-1.5x slower (64x256x256 and
-# 32x1024x1024, 3x3 and 7x7 kernels).
+# 32x1024x1024, 3x3 and 7x7 kernels).  The tap-by-tap multiply-accumulate this replaced
+# was 1.2-2x slower at one output per group and 2-4x slower with channel multipliers.
 DEPTHWISE_CHUNK_BYTES = 512 * 1024
 # Narrowest chunk when one output row exceeds the budget (very large K).
 MIN_CHUNK_COLUMNS = 64
-# Upper bound on the spectra one FFT tile holds (see fft_plan).  For 1x2048x2048 with a
-# 31x31 kernel, 1, 2, 4 or 7 tiles all ran within noise of each other.
+# Upper bound on the spectra one FFT tile holds (see fft_plan).  1x2048x2048 with a
+# 31x31 kernel: 16/32/64/128 MiB (7/4/2/1 tiles) took 59/62/79/94 ms, smaller tiles
+# staying in cache; but with many channels the kernel spectra fill the budget (16->16,
+# 21x21 at 512^2: 2 output rows per tile at 16 MiB) and tiles shrink towards the kernel
+# height, where overlap-save recomputes most rows.  The cost model was fitted at 64 MiB.
 FFT_MEMORY_BYTES = 64 * 1024 * 1024
 
 _threads: int | None = None
@@ -61,8 +66,9 @@ _threads: int | None = None
 def set_threads(threads: int | None) -> None:
     """Threads for both engines (None: every CPU this process may use).
 
-    ``cbr batch`` workers set 1: each process then runs single-threaded and BLAS is
-    left alone.
+    The direct engine runs that many Python threads and holds BLAS at one thread while
+    it runs (restoring the limit afterwards); the FFT engine passes it to ``scipy.fft``
+    as ``workers``.  ``cbr batch`` workers set ``cores // jobs``.
     """
     global _threads
     if threads is not None and threads < 1:
@@ -77,11 +83,6 @@ def thread_count() -> int:
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return os.cpu_count() or 1
-
-
-# Older names, kept for callers that only thought of the FFT engine.
-set_fft_workers = set_threads
-fft_workers = thread_count
 
 
 # ------------------------------------------------------------------- threading
@@ -348,7 +349,11 @@ def conv2d_fft(
 #   64 depthwise 256^2: 9-11;  8->16, 4 groups, 256^2: 15
 #
 # With these constants ``auto`` picked the slower engine in 10 of the 95 cases, by
-# 1.02-1.2x near a crossover, and in four sub-3-ms 256^2 single-channel cases.
+# 1.02-1.2x near a crossover, and in four sub-3-ms 256^2 single-channel cases.  On 69
+# cases not used in the fit (1->1 512^2, 1->4 768^2, 8->8 256^2, 2->16 512^2, 32->32
+# 128^2, 3->8 1024^2 at stride 2, batch 4 of 3->8 256^2, 16 depthwise 512^2; kernels
+# 5-31) it picked the faster one 63 times; the 6 misses cost 1.01-1.37x, all within two
+# kernel sizes of the crossover.
 _DIRECT_PER_MAC = 3.1e-11  # GEMM multiply-add (about 64 GFLOP/s on 2 threads)
 _DIRECT_PER_COPY = 2.9e-10  # im2col value copied
 _DIRECT_PER_OUTPUT = 5.7e-10  # output value written (GEMM C, memory traffic)
