@@ -7,13 +7,16 @@ numpy, SciPy, Pillow and the YAML machinery are imported inside the commands.
 import copy
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from cbr_cli import __version__
 from cbr_cli import cli_options as opt
 from cbr_cli.cli_common import run as _run
+
+if TYPE_CHECKING:
+    from cbr_cli.flags import LayerFlags
 
 app = typer.Typer(
     name="cbr",
@@ -52,27 +55,11 @@ Images = Annotated[
 
 
 @app.command()
+@opt.with_layer_flags
 def apply(
     images: Images,
     config: opt.Config = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("cbr-out"),
-    out_channels: opt.OutChannels = None,
-    kernel: opt.Kernel = None,
-    kernel_size: opt.KernelSize = None,
-    stride: opt.Stride = None,
-    padding: opt.Padding = None,
-    padding_mode: opt.PaddingMode = None,
-    dilation: opt.Dilation = None,
-    groups: opt.Groups = None,
-    bias: opt.Bias = None,
-    init: opt.Init = None,
-    seed: opt.Seed = None,
-    bn: opt.BNMode = None,
-    eps: opt.Eps = None,
-    momentum: opt.Momentum = None,
-    activation: opt.Activation = None,
-    negative_slope: opt.NegativeSlope = None,
-    color: opt.Color = None,
     colormap: opt.Colormap = None,
     normalize: opt.Normalize = "per-stage",
     save_npy: opt.SaveNpy = False,
@@ -81,18 +68,14 @@ def apply(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print statistics and written paths as JSON on stdout.")
     ] = False,
+    *,
+    flags: "LayerFlags",  # the layer flags, gathered by with_layer_flags
 ) -> None:
     """Run images through Conv -> BN -> activation; write feature-map PNGs and statistics.
 
     With no -c and no layer flags, runs a demonstration: the 'demo' kernel bank
     (identity, blur, sharpen, emboss, Sobel, Laplacian, LoG) -> batch-stat BN -> ReLU.
     """
-    flags = opt.layer_flags(
-        out_channels=out_channels, kernel=kernel, kernel_size=kernel_size, stride=stride,
-        padding=padding, padding_mode=padding_mode, dilation=dilation, groups=groups, bias=bias,
-        init=init, seed=seed, bn=bn, eps=eps, momentum=momentum, activation=activation,
-        negative_slope=negative_slope, color=color,
-    )  # fmt: skip
 
     def body() -> None:
         from cbr_cli.apply import run_apply

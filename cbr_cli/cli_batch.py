@@ -5,8 +5,6 @@ arguments or config (nothing written); 130 interrupted (Ctrl-C: finished images 
 kept, the next run resumes).
 """
 
-from __future__ import annotations
-
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -19,6 +17,7 @@ from cbr_cli.cli_common import run
 if TYPE_CHECKING:
     from cbr_cli.batch import BatchResult
     from cbr_cli.calibrate import CalibrateResult
+    from cbr_cli.flags import LayerFlags
 
 FOLDER = "Folder"
 OUTPUT = "Output"
@@ -59,6 +58,7 @@ def _interrupted(what: str) -> typer.Exit:
     return typer.Exit(130)
 
 
+@opt.with_layer_flags
 def batch(
     in_dir: InDir,
     out: Annotated[
@@ -78,28 +78,13 @@ def batch(
         ),
     ] = False,
     fail_fast: FailFast = False,
-    out_channels: opt.OutChannels = None,
-    kernel: opt.Kernel = None,
-    kernel_size: opt.KernelSize = None,
-    stride: opt.Stride = None,
-    padding: opt.Padding = None,
-    padding_mode: opt.PaddingMode = None,
-    dilation: opt.Dilation = None,
-    groups: opt.Groups = None,
-    bias: opt.Bias = None,
-    init: opt.Init = None,
-    seed: opt.Seed = None,
-    bn: opt.BNMode = None,
-    eps: opt.Eps = None,
-    momentum: opt.Momentum = None,
-    activation: opt.Activation = None,
-    negative_slope: opt.NegativeSlope = None,
-    color: opt.Color = None,
     colormap: opt.Colormap = None,
     normalize: opt.Normalize = "per-stage",
     save_npy: opt.SaveNpy = False,
     channel_pngs: opt.ChannelPngs = True,
     resize: opt.Resize = None,
+    *,
+    flags: "LayerFlags",  # the layer flags, gathered by with_layer_flags
 ) -> None:
     """Run every image of a folder through the pipeline: resumable, parallel, fault-tolerant.
 
@@ -109,14 +94,8 @@ def batch(
     folder (PyTorch train mode with the folder as one batch), cached in OUT/bn_stats.json.
     Exit code 1 if any image failed, 130 if interrupted.
     """
-    flags = opt.layer_flags(
-        out_channels=out_channels, kernel=kernel, kernel_size=kernel_size, stride=stride,
-        padding=padding, padding_mode=padding_mode, dilation=dilation, groups=groups, bias=bias,
-        init=init, seed=seed, bn=bn, eps=eps, momentum=momentum, activation=activation,
-        negative_slope=negative_slope, color=color,
-    )  # fmt: skip
 
-    def body() -> BatchResult:
+    def body() -> "BatchResult":
         from rich.console import Console
 
         from cbr_cli.batch import BatchOptions, run_batch
@@ -146,7 +125,7 @@ def batch(
     raise typer.Exit(1 if result.failures else 0)
 
 
-def _print_batch(result: BatchResult) -> None:
+def _print_batch(result: "BatchResult") -> None:
     from rich.console import Console
 
     from cbr_cli.report_batch import failures_table, summary_table
@@ -199,7 +178,7 @@ def calibrate(
     out of the statistics).
     """
 
-    def body() -> CalibrateResult:
+    def body() -> "CalibrateResult":
         from rich.console import Console
 
         from cbr_cli.calibrate import CalibrateOptions, run_calibrate
@@ -227,7 +206,7 @@ def calibrate(
     raise typer.Exit(1 if result.failures else 0)
 
 
-def _print_calibrate(result: CalibrateResult) -> None:
+def _print_calibrate(result: "CalibrateResult") -> None:
     from rich.console import Console
 
     from cbr_cli.report_batch import bn_stats_table, failures_table

@@ -4,8 +4,11 @@ Every layer flag defaults to ``None`` ("not given"); :mod:`cbr_cli.flags` applie
 defaults, so a flag given together with ``-c`` can be told apart from one left alone.
 """
 
+import functools
+import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeVar
 
 import typer
 
@@ -14,6 +17,8 @@ from cbr_cli.errors import CbrError
 if TYPE_CHECKING:
     from cbr_cli.apply import ApplyOptions
     from cbr_cli.flags import LayerFlags
+
+T = TypeVar("T")
 
 CONV = "Conv layer (one block; with -c they override a one-layer config)"
 BN = "BatchNorm"
@@ -111,11 +116,58 @@ Color = Annotated[
 ]
 
 
+LAYER_FLAGS = {
+    "out_channels": OutChannels,
+    "kernel": Kernel,
+    "kernel_size": KernelSize,
+    "stride": Stride,
+    "padding": Padding,
+    "padding_mode": PaddingMode,
+    "dilation": Dilation,
+    "groups": Groups,
+    "bias": Bias,
+    "init": Init,
+    "seed": Seed,
+    "bn": BNMode,
+    "eps": Eps,
+    "momentum": Momentum,
+    "activation": Activation,
+    "negative_slope": NegativeSlope,
+    "color": Color,
+}
+"""The flags that describe one layer, by :class:`~cbr_cli.flags.LayerFlags` field."""
+
+
 def layer_flags(**values: object) -> "LayerFlags":
     """Collect the layer flag values of a command into :class:`LayerFlags`."""
     from cbr_cli.flags import LayerFlags  # not at import time: keeps `cbr --help` light
 
     return LayerFlags(**values)  # type: ignore[arg-type]
+
+
+def with_layer_flags(command: Callable[..., T]) -> Callable[..., T]:
+    """Give a command every layer flag; it receives them as one ``flags: LayerFlags``.
+
+    Typer reads a command's options from its signature, so the wrapper advertises the
+    command's own parameters (without ``flags``) followed by :data:`LAYER_FLAGS`, and
+    gathers those into a :class:`~cbr_cli.flags.LayerFlags` before calling the command.
+    ``apply``, ``batch`` and ``shape`` thus take the same flags from one definition.
+    """
+    signature = inspect.signature(command)
+    own = [p for name, p in signature.parameters.items() if name != "flags"]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=kind)
+        for name, kind in LAYER_FLAGS.items()
+    ]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> T:
+        values = {name: kwargs.pop(name) for name in LAYER_FLAGS}
+        return command(flags=layer_flags(**values), **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=own + added)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {k: v for k, v in command.__annotations__.items() if k != "flags"}
+    return wrapper
 
 
 # ------------------------------------------------------------ output options

@@ -47,28 +47,14 @@ def register(app: typer.Typer) -> None:
     app.command("shape")(shape)
 
 
+@opt.with_layer_flags
 def shape(
     config: opt.Config = None,
     input_size: InputSize = None,
     image: ImageFile = None,
     json_output: JsonOutput = False,
-    out_channels: opt.OutChannels = None,
-    kernel: opt.Kernel = None,
-    kernel_size: opt.KernelSize = None,
-    stride: opt.Stride = None,
-    padding: opt.Padding = None,
-    padding_mode: opt.PaddingMode = None,
-    dilation: opt.Dilation = None,
-    groups: opt.Groups = None,
-    bias: opt.Bias = None,
-    init: opt.Init = None,
-    seed: opt.Seed = None,
-    bn: opt.BNMode = None,
-    eps: opt.Eps = None,
-    momentum: opt.Momentum = None,
-    activation: opt.Activation = None,
-    negative_slope: opt.NegativeSlope = None,
-    color: opt.Color = None,
+    *,
+    flags: "LayerFlags",  # the layer flags, gathered by with_layer_flags
 ) -> None:
     """Output size, parameters, MACs and receptive field of every layer, without an image.
 
@@ -83,12 +69,6 @@ def shape(
     """
     from cbr_cli.cli_common import run as _run
 
-    flags = opt.layer_flags(
-        out_channels=out_channels, kernel=kernel, kernel_size=kernel_size, stride=stride,
-        padding=padding, padding_mode=padding_mode, dilation=dilation, groups=groups, bias=bias,
-        init=init, seed=seed, bn=bn, eps=eps, momentum=momentum, activation=activation,
-        negative_slope=negative_slope, color=color,
-    )  # fmt: skip
     _run(lambda: _shape(config, input_size, image, json_output, flags))
 
 
