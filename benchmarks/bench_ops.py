@@ -235,12 +235,15 @@ def measure(cfg: Config, repeat: int) -> Row:
 
 
 def blas_description() -> tuple[int, str]:
-    """numpy's BLAS: (threads, "name version (architecture)")."""
-    for info in threadpool_info():
-        if info.get("user_api") == "blas":
-            arch = info.get("architecture", "?")
-            return info["num_threads"], f"{info['internal_api']} {info['version']} ({arch})"
-    return 1, "BLAS not found by threadpoolctl"
+    """numpy's BLAS: (threads, "name version (architecture)"), found by threadpoolctl."""
+    blas = [info for info in threadpool_info() if info.get("user_api") == "blas"]
+    # numpy's own library lives under numpy.libs (wheels) or is the only one loaded.
+    mine = [info for info in blas if "numpy" in info.get("filepath", "")] or blas
+    if not mine:
+        return 1, "BLAS not found by threadpoolctl"
+    info = mine[0]
+    arch = info.get("architecture", "?")
+    return info["num_threads"], f"{info['internal_api']} {info['version']} ({arch})"
 
 
 def main(argv: list[str] | None = None) -> int:
