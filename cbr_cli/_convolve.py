@@ -4,7 +4,7 @@ Both take an already padded input and write into a preallocated output; validati
 padding and dtype policy live in :mod:`cbr_cli.ops`.  Neither loops over pixels:
 
 * **direct** — im2col in chunks of output rows, each chunk (columns plus its slice of
-  the output) about ``IM2COL_CHUNK_BYTES`` so it stays in L2, then one GEMM (BLAS
+  the output) about ``IM2COL_CHUNK_BYTES`` so it stays in cache, then one GEMM (BLAS
   through ``np.matmul``) written straight into the output.  No im2col matrix larger
   than one chunk per thread ever exists.  Depthwise convolutions (one input channel
   per group) take the same path: their GEMM is a GEMV, with its own chunk budget.
@@ -41,14 +41,16 @@ from numpy.lib.stride_tricks import as_strided
 from cbr_cli.shapes import ConvGeometry
 
 # Bytes of one im2col chunk plus its slice of the output, per thread (at least one
-# output row).  Measured (2 vCPUs, 1 MiB L2 each, float32, benchmark configs): 384 KiB
-# to 2 MiB within noise; 192 KiB 10-40% slower once K = C_in/groups*kH*kW >= 147 (more,
-# smaller GEMMs).  A one-thread 64 x 576 x N sgemm runs at 87 GFLOP/s for N = 256-512
-# and 58 GFLOP/s at N = 2048.
-IM2COL_CHUNK_BYTES = 768 * 1024
+# output row).  Measured on 2 vCPUs (1 MiB L2 each), float32, engine alone, in a quiet
+# moment: 768 KiB -> 1.5 MiB made deep (64->64, 3x3, 256^2) 40.3 -> 37.6 ms, stem
+# 56 -> 50, rgb1024 77 -> 68, rgb512 9.5 -> 6.9, batch16 101 -> 89; 2.5 MiB was within
+# 4% of 1.5 MiB everywhere.  (Fewer, larger GEMMs: a one-thread 64 x 576 x N sgemm runs
+# at 79 GFLOP/s for N = 256 and 84 for N = 512; the cost model was fitted at 768 KiB.)
+IM2COL_CHUNK_BYTES = 1536 * 1024
 # The same with one input channel per group (depthwise; the GEMM is a memory-bound
-# GEMV): 384-768 KiB best; 128 KiB 1.5-2x and 2 MiB 1.2-1.5x slower (64x256x256 and
-# 32x1024x1024, 3x3 and 7x7 kernels).  The tap-by-tap multiply-accumulate this replaced
+# GEMV): 384 KiB-1 MiB best; 128 KiB 1.5-2x and 2 MiB 1.2-1.5x slower (64x256x256 and
+# 32x1024x1024, 3x3 and 7x7 kernels); 1 -> 8 channels at 1024^2 (graybank) 6.6 ms at
+# 512 KiB, 10 ms at 256 KiB or 1 MiB.  The tap-by-tap multiply-accumulate this replaced
 # was 1.2-2x slower at one output per group and 2-4x slower with channel multipliers.
 DEPTHWISE_CHUNK_BYTES = 512 * 1024
 # Narrowest chunk when one output row exceeds the budget (very large K).
