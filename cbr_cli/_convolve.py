@@ -123,7 +123,7 @@ def _single_threaded_blas() -> Iterator[None]:
                 _blas_limiter = None
 
 
-def _run_tasks(
+def run_tasks(
     tasks: Sequence[_Task], run: Callable[[_Task, Any], None], scratch: Callable[[], Any]
 ) -> None:
     """Call ``run(task, buffers)`` for every task, on up to :func:`thread_count` threads.
@@ -143,8 +143,10 @@ def _run_tasks(
         lock = threading.Lock()
         pending = iter(tasks)
         failed = threading.Event()
+        errors = np.geterr()  # numpy's error state is per thread: give workers the caller's
 
         def worker() -> None:
+            np.seterr(**errors)
             buffers = scratch()
             while not failed.is_set():
                 with lock:
@@ -214,7 +216,7 @@ def conv2d_direct(
             target = out_rows[n, g, :, r0 * wo : (r0 + r) * wo]
         np.matmul(wmat[g], cols.reshape(k, r * w), out=target)
 
-    _run_tasks(tasks, run, lambda: np.empty(k * rows * width, dtype=xp.dtype))
+    run_tasks(tasks, run, lambda: np.empty(k * rows * width, dtype=xp.dtype))
 
 
 def _chunk_shape(

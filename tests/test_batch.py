@@ -280,7 +280,10 @@ def test_mixed_folder_mirrored_failures_reported_exit_1(mixed: Path, tmp_path: P
     ).astype(np.float64)
     for row in aggregate[:8]:
         c = int(row["channel"])
-        assert float(row["mean"]) == pytest.approx(conv[c].mean(), rel=1e-12, abs=1e-12)
+        # Per-image means come from float32 block sums corrected by the float32 sum of
+        # deviations (ops.channel_mean_var): error ~ float32 eps x std, merged in float64.
+        tolerance = 1e-6 * conv[c].std()
+        assert float(row["mean"]) == pytest.approx(conv[c].mean(), rel=1e-7, abs=tolerance)
         assert float(row["std"]) == pytest.approx(conv[c].std(), rel=1e-5)
         assert int(row["count"]) == conv.shape[1]
 
