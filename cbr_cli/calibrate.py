@@ -301,15 +301,7 @@ def dataset_bn_stats(
                     merged.add(pos, None)
                 else:
                     merged.add(pos, outcome)
-                progress = replace(
-                    progress,
-                    done=progress.done + 1,
-                    failed=progress.failed + isinstance(outcome, str),
-                    item=labels[i],
-                    reason=outcome if isinstance(outcome, str) else None,
-                )
-                if on_progress:
-                    on_progress(progress)
+                progress = _advance(progress, outcome, labels[i], on_progress)
                 if fail_fast and failures:
                     workers.stop()
                     return DatasetStats(layers, 0, _listed(failures, labels), stopped=True)
@@ -325,6 +317,26 @@ def dataset_bn_stats(
             layers[name] = moments
             known = {**known, name: (moments.mean, moments.var)}
     return DatasetStats(layers, len(remaining), _listed(failures, labels))
+
+
+def _advance(
+    progress: Progress,
+    outcome: object,
+    label: str,
+    on_progress: ProgressCallback | None,
+) -> Progress:
+    """One more image done (a ``str`` outcome is its failure reason); report it."""
+    failed = isinstance(outcome, str)
+    progress = replace(
+        progress,
+        done=progress.done + 1,
+        failed=progress.failed + failed,
+        item=label,
+        reason=outcome if failed else None,  # type: ignore[arg-type]
+    )
+    if on_progress:
+        on_progress(progress)
+    return progress
 
 
 def _listed(failures: dict[int, str], labels: Sequence[str]) -> list[tuple[str, str]]:
@@ -390,15 +402,7 @@ def momentum_bn_stats(
                         rm, rv = running[name]
                         ops.update_running_stats(rm, rv, mean, var, count, momentum)
                 applied += 1
-            progress = replace(
-                progress,
-                done=progress.done + 1,
-                failed=progress.failed + isinstance(outcome, str),
-                item=labels[i],
-                reason=outcome if isinstance(outcome, str) else None,
-            )
-            if on_progress:
-                on_progress(progress)
+            progress = _advance(progress, outcome, labels[i], on_progress)
             if fail_fast and isinstance(outcome, str):
                 workers.stop()
                 return MomentumStats(running, 0, _listed({i: outcome}, labels), stopped=True)
