@@ -260,7 +260,7 @@ def analyze(spec: PipelineSpec, input_shape: Shape) -> StackResult:
     channels = input_shape[0]
     for name, source in (("input.mean", spec.input.mean), ("input.std", spec.input.std)):
         if source is not None:
-            _check_param(source, channels, name)
+            source.check(channels, name)
     rows = []
     field_h = field_w = ReceptiveField()
     shape = input_shape
@@ -295,9 +295,9 @@ def _layer_row(
         )
     per_group = c_in // conv.groups
     if conv.weight is not None:
-        _check_weight_file(conv, layer.name, (conv.out_channels, per_group, *conv.kernel_size))
+        conv.check_weight_file(c_in)
     if isinstance(conv.bias, ParamSource):
-        _check_param(conv.bias, conv.out_channels, f"bias of {label}")
+        conv.bias.check(conv.out_channels, f"bias of {label}")
     try:
         geo = conv2d_geometry(
             (h_in, w_in),
@@ -321,7 +321,7 @@ def _layer_row(
         for key in ("weight", "bias", "running_mean", "running_var"):
             source = getattr(layer.bn, key)
             if source is not None:
-                _check_param(source, out, f"bn.{key} of {label}")
+                source.check(out, f"bn.{key} of {label}")
 
     return LayerRow(
         name=layer.name,
@@ -342,37 +342,6 @@ def _layer_row(
         field_w=field_w.through(geo.w),
         warnings=tuple(_warnings(layer, geo)),
     )
-
-
-def _check_weight_file(conv: ConvSpec, layer: str, expected: tuple[int, ...]) -> None:
-    from cbr_cli.npyfiles import npy_shape  # numpy: only when a .npy weight is given
-
-    where = conv.where.get("weight", "weight")
-    shape = npy_shape(conv.weight, where)  # type: ignore[arg-type]
-    if shape != expected:
-        raise CbrError(
-            f"{where}: layer {layer!r} needs a weight of shape {expected} "
-            f"(out_channels, in_channels/groups, kH, kW) for its {expected[1] * conv.groups} "
-            f"input channels, but {conv.weight} has shape {shape}"
-        )
-
-
-def _check_param(source: ParamSource, channels: int, what: str) -> None:
-    """A list or ``.npy`` of per-channel values must have one value per channel."""
-    if isinstance(source.value, tuple) and len(source.value) != channels:
-        raise CbrError(
-            f"{source.where}: {what} needs {channels} values, one per "
-            f"channel (got {len(source.value)})"
-        )
-    if isinstance(source.value, str):
-        from cbr_cli.npyfiles import npy_shape
-
-        shape = npy_shape(source.value, source.where)
-        if shape != (channels,):
-            raise CbrError(
-                f"{source.where}: {what} needs shape ({channels},), one "
-                f"value per channel, but {source.value} has shape {shape}"
-            )
 
 
 # --------------------------------------------------------------------- warnings

@@ -20,7 +20,7 @@ import numpy as np
 
 from cbr_cli import ops
 from cbr_cli.errors import CbrError
-from cbr_cli.npyfiles import load_npy, npy_shape
+from cbr_cli.npyfiles import load_npy
 from cbr_cli.spec import ConvSpec, InputSpec, LayerSpec, ParamSource, PipelineSpec
 
 STAGES = ("conv", "bn", "act")
@@ -28,14 +28,10 @@ STAGES = ("conv", "bn", "act")
 
 def resolve_param(source: ParamSource, channels: int, name: str) -> np.ndarray:
     """A per-channel float32 vector of length ``channels`` from a scalar, list or .npy."""
+    source.check(channels, name)
     if isinstance(source.value, str):
         values = load_npy(source.value, source.where, shape=(channels,)).astype(np.float32)
     elif isinstance(source.value, tuple):
-        if len(source.value) != channels:
-            raise CbrError(
-                f"{source.where}: expected {channels} value{'s' if channels != 1 else ''} "
-                f"for {name}, one per channel (got {len(source.value)})"
-            )
         values = np.asarray(source.value, dtype=np.float32)
     else:
         values = np.full(channels, source.value, dtype=np.float32)
@@ -65,17 +61,10 @@ def conv_weight(conv: ConvSpec, in_channels: int) -> tuple[np.ndarray, np.ndarra
             f"({in_channels}) (got groups={conv.groups})"
         )
     per_group = in_channels // conv.groups
-    shape = (conv.out_channels, per_group, *conv.kernel_size)
+    shape = conv.check_weight_file(in_channels)
     fan_in = per_group * conv.kernel_size[0] * conv.kernel_size[1]
     rng = None
     if conv.weight is not None:
-        found = npy_shape(conv.weight, conv.where["weight"])
-        if found != shape:
-            raise CbrError(
-                f"{conv.where['weight']}: expected shape (out_channels, in_channels/groups, "
-                f"kH, kW) = {shape} for {in_channels} input channel(s) and groups={conv.groups} "
-                f"(got {found} in {conv.weight})"
-            )
         weight = load_npy(conv.weight, conv.where["weight"], shape=shape).astype(np.float32)
     elif conv.kernels is not None:
         from cbr_cli.kernels import stack_kernels

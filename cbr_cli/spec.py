@@ -87,6 +87,27 @@ class ParamSource:
     def plain(self) -> Any:
         return list(self.value) if isinstance(self.value, tuple) else self.value
 
+    def check(self, channels: int, what: str) -> None:
+        """Refuse a list or ``.npy`` (header only) without one value per channel.
+
+        ``what`` names the parameter in the message (e.g. ``bn.weight of layer 'stem'``).
+        Used by the engine and by ``cbr shape`` alike, so both say the same.
+        """
+        if isinstance(self.value, tuple) and len(self.value) != channels:
+            raise CbrError(
+                f"{self.where}: expected {channels} value{'s' if channels != 1 else ''} for "
+                f"{what}, one per channel (got {len(self.value)})"
+            )
+        if isinstance(self.value, str):
+            from cbr_cli.npyfiles import npy_shape  # numpy only when a .npy is named
+
+            shape = npy_shape(self.value, self.where)
+            if shape != (channels,):
+                raise CbrError(
+                    f"{self.where}: {what} must have shape ({channels},), one value per "
+                    f"channel (got {shape} in {self.value})"
+                )
+
 
 @dataclass(frozen=True)
 class InputSpec:
@@ -114,6 +135,24 @@ class ConvSpec:
     weight: str | None = None
     kernels: tuple[str, ...] | None = None
     where: dict[str, str] = field(default_factory=dict, compare=False)
+
+    def check_weight_file(self, in_channels: int) -> tuple[int, int, int, int]:
+        """The weight shape for ``in_channels``; a ``weight:`` .npy must have it (header only).
+
+        Returns ``(out_channels, in_channels/groups, kH, kW)``.
+        """
+        shape = (self.out_channels, in_channels // self.groups, *self.kernel_size)
+        if self.weight is not None:
+            from cbr_cli.npyfiles import npy_shape  # numpy only when a .npy is named
+
+            found = npy_shape(self.weight, self.where["weight"])
+            if found != shape:
+                raise CbrError(
+                    f"{self.where['weight']}: expected shape (out_channels, in_channels/groups, "
+                    f"kH, kW) = {shape} for {in_channels} input channel(s) and "
+                    f"groups={self.groups} (got {found} in {self.weight})"
+                )
+        return shape  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)

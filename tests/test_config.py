@@ -446,7 +446,9 @@ def test_running_mean_npy_of_the_wrong_length(workdir: Path) -> None:
     write_npy(workdir / "m.npy", np.zeros(3, np.float32))
     text = CONV2 + "    bn: {mode: running, running_mean: m.npy}\n"
     assert_one_line_error(
-        run_config(text), "c.yaml:4:39: layers[0].bn.running_mean: ", "shape (2,) (got (3,))"
+        run_config(text),
+        "c.yaml:4:39: layers[0].bn.running_mean: ",
+        "must have shape (2,), one value per channel (got (3,) in",
     )
 
 

@@ -318,10 +318,10 @@ def test_groups_must_divide_the_input_channels() -> None:
 
 def test_list_parameters_must_match_the_channels() -> None:
     spec = pipeline({"conv": {"out_channels": 4}, "bn": {"mode": "batch", "weight": [1, 2]}})
-    with pytest.raises(CbrError, match=r"bn.weight of layer 'layer1' needs 4 values"):
+    with pytest.raises(CbrError, match=r"expected 4 values for bn.weight of layer 'layer1'"):
         analyze(spec, (3, 8, 8))
     spec = pipeline({"conv": {"out_channels": 4}}, input={"mean": [0.5, 0.5, 0.5]})
-    with pytest.raises(CbrError, match=r"input.mean needs 1 values"):
+    with pytest.raises(CbrError, match=r"expected 1 value for input.mean, one per channel"):
         analyze(spec, (1, 8, 8))
 
 
@@ -452,7 +452,8 @@ def test_cli_config_with_npy_weight(tmp_path: Path) -> None:
     # one input channel cannot feed a weight made for three: the layer and file are named
     gray = invoke("-c", str(config), "--input", "1x64x64")
     assert gray.exit_code == 2 and gray.stdout == ""
-    assert "layer 'first' needs a weight of shape (4, 1, 5, 5)" in gray.stderr
+    assert "layers[0].conv.weight: expected shape" in gray.stderr  # the layer, by key path
+    assert "= (4, 1, 5, 5) for 1 input channel(s)" in gray.stderr
     assert "w.npy" in gray.stderr and len(gray.stderr.splitlines()) == 1
 
 
