@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,6 +40,9 @@ from cbr_cli.pipeline import (
 )
 from cbr_cli.spec import PipelineSpec
 from cbr_cli.stats import ChannelStats, channel_stats
+
+if TYPE_CHECKING:
+    from cbr_cli.layerstack import StackResult
 
 GRID_TILE_MAX = 256
 """Largest side of a tile in a grid montage; bigger maps are subsampled for the grid only."""
@@ -90,6 +93,7 @@ class ImageRecord:
     out_dir: str
     source: dict[str, Any]
     stages: list[StageRecord] = field(default_factory=list)
+    input_png: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -97,6 +101,7 @@ class ImageRecord:
             "name": self.name,
             "out_dir": self.out_dir,
             "source": self.source,
+            "input_png": self.input_png,
             "stages": [s.to_dict() for s in self.stages],
         }
 
@@ -106,9 +111,15 @@ class ApplyResult:
     images: list[ImageRecord]
     manifest: str
     timings: dict[str, float]
+    warnings: list[str] = field(default_factory=list)
+    """One line each: where the run departs from PyTorch or ignores input (as `cbr shape`)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"images": [i.to_dict() for i in self.images], "manifest": self.manifest}
+        return {
+            "images": [i.to_dict() for i in self.images],
+            "manifest": self.manifest,
+            "warnings": self.warnings,
+        }
 
 
 def unique_names(paths: Sequence[str], taken: Iterable[str] = ()) -> list[str]:
@@ -152,18 +163,26 @@ def _check_paths(paths: Sequence[str], out_dir: str, names: Sequence[str]) -> No
             raise CbrError(f"--out {out_dir}: {folder} is a file; its image folder cannot be made")
 
 
-def check_memory(spec: PipelineSpec, shape: tuple[int, int, int], images: int) -> None:
+def geometry(spec: PipelineSpec, shape: tuple[int, int, int]) -> StackResult | None:
+    """The layer arithmetic of ``spec`` on inputs of ``shape`` (C, H, W), as ``cbr shape``
+    computes it; None if the config is invalid for it (the engine then reports the error
+    in its own words)."""
+    from cbr_cli.layerstack import analyze
+
+    try:
+        return analyze(spec, shape)
+    except CbrError:
+        return None
+
+
+def check_memory(stack: StackResult | None, shape: tuple[int, int, int], images: int) -> None:
     """Refuse a run whose arrays would not fit in the available memory (one-line error).
 
     The estimate is exact arithmetic from :func:`cbr_cli.layerstack.analyze`: every
     stage output kept for ``images`` images (float32) plus the conv weights. Without
     it, Linux kills the process instead of numpy raising MemoryError.
     """
-    from cbr_cli.layerstack import analyze
-
-    try:
-        stack = analyze(spec, shape)
-    except CbrError:  # a config error: build_layers/run_layers report it in their own words
+    if stack is None:
         return
     needed = images * (stack.total_activation_bytes + 4 * shape[0] * shape[1] * shape[2])
     needed += 4 * stack.total_params
@@ -296,8 +315,13 @@ def run_apply(
     else:
         groups = [[i] for i in range(len(pixels))]
 
+    # The arithmetic `cbr shape` shows, per input size: memory check, warnings (where cbr
+    # departs from PyTorch or drops input rows), resolved padding for the manifest.
+    stacks = {p.shape: geometry(spec, p.shape) for p in pixels}  # type: ignore[misc]
     largest = max(groups, key=lambda g: len(g) * pixels[g[0]].size)
-    check_memory(spec, tuple(pixels[largest[0]].shape), len(largest))  # type: ignore[arg-type]
+    shape = tuple(pixels[largest[0]].shape)
+    check_memory(stacks[shape], shape, len(largest))  # type: ignore[arg-type, index]
+    warnings = list(dict.fromkeys(w.message for s in stacks.values() if s for w in s.warnings))
     layers = build_layers(spec, int(pixels[0].shape[0]))  # config errors before any write
     out_root = ensure_dir(options.out_dir)
     records: list[ImageRecord] = []
@@ -324,9 +348,14 @@ def run_apply(
             del results
         start = time.perf_counter()
         manifest_path = out_root / "manifest.json"
-        write_json(manifest_path, manifest(spec, records, options))
+        shapes = {
+            "x".join(map(str, shape)): stack.to_plain()["layers"]
+            for shape, stack in stacks.items()
+            if stack is not None
+        }
+        write_json(manifest_path, {**manifest(spec, records, options), "geometry": shapes})
         timings["write"] += time.perf_counter() - start
-    return ApplyResult(records, str(manifest_path), timings)
+    return ApplyResult(records, str(manifest_path), timings, warnings)
 
 
 def process_image(
@@ -406,6 +435,7 @@ def _write_image(
         np.repeat(input_rgb, 3, axis=0) if len(input_rgb) == 1 else input_rgb, 0, -1
     )
     submit(write_png, folder / "input.png", input_rgb, {"source": record.path})
+    record.input_png = str(folder / "input.png")
 
     maps = [r.data[position] for r in results]
     signed = [_signed(spec, r) for r in results]

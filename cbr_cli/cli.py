@@ -97,6 +97,8 @@ def _print_apply(result: object, json_output: bool) -> None:
     from cbr_cli.report_stats import stats_tables
 
     data = result.to_dict()  # type: ignore[attr-defined]
+    for warning in data["warnings"]:  # as `cbr shape` says them; stderr, also with --json
+        sys.stderr.write(f"warning: {warning}\n")
     if json_output:
         sys.stdout.write(json.dumps(to_jsonable(data), indent=2, allow_nan=False) + "\n")
         console = Console(stderr=True)

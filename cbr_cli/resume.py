@@ -157,7 +157,10 @@ def relative_record(image: dict[str, Any], out_root: str) -> dict[str, Any]:
             for key, value in stage["files"].items()
         }
         stages.append({**stage, "files": files})
-    return {**image, "out_dir": rel(image["out_dir"]), "stages": stages}
+    record = {**image, "out_dir": rel(image["out_dir"]), "stages": stages}
+    if image.get("input_png"):
+        record["input_png"] = rel(image["input_png"])
+    return record
 
 
 def clear_outputs(

@@ -255,7 +255,7 @@ def _bool(value: Value) -> bool:
 def _choice(value: Value, choices: tuple[str, ...]) -> str:
     if isinstance(value.data, str) and value.data in choices:
         return value.data
-    if value.data is None and "none" in choices:
+    if value.data in (None, False) and "none" in choices:  # `none`, `null`, YAML 1.1 `off`
         return "none"
     close = difflib.get_close_matches(str(value.data), choices, n=1) if value.data else []
     hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -359,8 +359,8 @@ def parse_layer(value: Value, index: int) -> LayerSpec:
     if "conv" not in keys:
         raise value.error("missing required key 'conv'")
     conv = parse_conv(keys["conv"], default_seed=index)
-    bn = None
-    if "bn" in keys and keys["bn"].data not in (None, False, "off", "none"):
+    bn = None  # no `bn:` key: no BatchNorm (PyTorch's Conv2d alone)
+    if "bn" in keys and not _bn_off(keys["bn"]):
         bn = parse_bn(keys["bn"])
     activation = _choice(keys["activation"], ACTIVATIONS) if "activation" in keys else "relu"
     slope = 0.01
@@ -430,6 +430,11 @@ def parse_conv(value: Value, default_seed: int = 0) -> ConvSpec:
     if "bias" in keys:
         b = keys["bias"]
         bias = _bool(b) if isinstance(b.data, bool) else _param(b)
+        if bias is True and sources:
+            raise b.error(
+                f"true draws a random bias, but this conv's weights come from "
+                f"{sources[0]!r}; give the bias values (a list or a .npy path) or false"
+            )
         count = len(bias.value) if isinstance(bias, ParamSource) else out_channels
         if (
             isinstance(bias, ParamSource)
@@ -477,6 +482,21 @@ def _kernels(value: Value) -> tuple[tuple[str, ...], int, tuple[int, int]]:
     except CbrError as exc:
         raise value.error(str(exc)) from None
     return tuple(names), count, (kh, kw)
+
+
+BN_OFF = (None, False, "off", "none")  # False: YAML 1.1 reads an unquoted `off` as a boolean
+
+
+def _bn_off(value: Value) -> bool:
+    """``bn: off`` / ``false`` / ``null`` / ``none``, or ``bn: {mode: off}``."""
+    if value.data in BN_OFF:
+        return True
+    if isinstance(value.data, dict) and "mode" in value.data and value.data["mode"].data in BN_OFF:
+        others = [key for key in value.data if key != "mode"]
+        if others:
+            raise value.data[others[0]].error("BatchNorm is off (mode: off); remove this key")
+        return True
+    return False
 
 
 def parse_bn(value: Value) -> BNSpec:

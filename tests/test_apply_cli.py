@@ -706,3 +706,28 @@ def test_values_beyond_float32_are_a_one_line_error_naming_the_layer(tmp_path: P
     Image.fromarray(np.full((16, 16), 3e38, np.float32), "F").save(image)
     result = cbr("apply", image, "-o", tmp_path / "out", "--no-channel-pngs")
     one_line_error(result, "layer 'layer1': the values overflow float32", exit_code=1)
+
+
+def test_json_lists_input_png_and_the_pytorch_departures(tmp_path: Path) -> None:
+    image = gray_png(tmp_path / "img.png", 12, 15)
+    out = tmp_path / "out"
+    result = cbr("apply", image, "-o", out, "--out-channels", "2", "--kernel-size", "4",
+                 "--stride", "2", "--padding", "same", "--json", "--no-channel-pngs")  # fmt: skip
+    ok(result)
+    data = json.loads(result.stdout)
+    assert data["images"][0]["input_png"] == str(out / "img" / "input.png")
+    assert (out / "img" / "input.png").is_file()
+    # 'same' with stride 2 is refused by PyTorch: said on stderr and in the JSON, as by shape
+    (same,) = [w for w in data["warnings"] if "TensorFlow" in w]
+    assert f"warning: {same}" in result.stderr.splitlines()
+    geometry = json.loads((out / "manifest.json").read_text())["geometry"]["1x12x15"][0]
+    assert geometry["output_shape"] == [2, 6, 8]  # ceil(12/2), ceil(15/2)
+    assert geometry["padding"] == {"top": 1, "bottom": 1, "left": 1, "right": 2}
+
+
+def test_bias_true_with_given_kernels_is_refused(tmp_path: Path) -> None:
+    # a random bias nobody could reproduce (no seed applies to given weights)
+    image = gray_png(tmp_path / "img.png", 8, 8)
+    result = cbr("apply", image, "-o", tmp_path / "out", "-k", "sobel", "--bias")
+    one_line_error(result, "--bias: true draws a random bias", "'kernels'")
+    assert not (tmp_path / "out").exists()

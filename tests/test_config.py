@@ -9,6 +9,7 @@ Line and column numbers are counted by hand from the YAML text of each case.
 from __future__ import annotations
 
 import math
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -746,3 +747,22 @@ def test_flags_override_through_the_cli(workdir: Path) -> None:
 def test_layer_flag_with_a_multi_layer_config_through_the_cli(workdir: Path) -> None:
     result = run_config(CONV2 + "  - conv: {out_channels: 2}\n", "--kernel-size", "5")
     assert_one_line_error(result, "--kernel-size: layer flags override a config with exactly one")
+
+
+@pytest.mark.parametrize("bn", ["off", "false", "null", "{mode: off}", "{mode: none}"])
+def test_bn_can_be_switched_off_in_every_spelling(bn: str) -> None:
+    from cbr_cli.config import load_yaml
+    from cbr_cli.spec import parse_pipeline
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "c.yaml"
+        path.write_text(
+            f"layers:\n  - conv: {{out_channels: 2}}\n    bn: {bn}\n    activation: off\n"
+        )
+        layer = parse_pipeline(load_yaml(path), str(path)).layers[0]
+    assert layer.bn is None and layer.activation == "none"
+
+
+def test_bn_mode_off_with_other_keys_is_refused(workdir: Path) -> None:
+    text = "layers:\n  - conv: {out_channels: 2}\n    bn: {mode: off, eps: 0.1}\n"
+    assert_one_line_error(run_config(text), "c.yaml:3:26: layers[0].bn.eps: ", "BatchNorm is off")
