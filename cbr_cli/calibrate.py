@@ -275,7 +275,7 @@ def dataset_bn_stats(
     """
     indices = batch_bn_layers(spec)
     if not indices:
-        raise CbrError(NOTHING_TO_CALIBRATE)
+        raise CbrError(f"{spec.source}: {NOTHING_TO_CALIBRATE}")
     labels = list(names) if names is not None else list(paths)
     remaining = list(range(len(paths)))
     failures: dict[int, str] = {}
@@ -374,7 +374,7 @@ def momentum_bn_stats(
     _check_momentum(momentum)
     indices = batch_bn_layers(spec)
     if not indices:
-        raise CbrError(NOTHING_TO_CALIBRATE)
+        raise CbrError(f"{spec.source}: {NOTHING_TO_CALIBRATE}")
     labels = list(names) if names is not None else list(paths)
     out_channels = {spec.layers[i].name: spec.layers[i].conv.out_channels for i in indices}
     running = {
@@ -533,7 +533,7 @@ def run_calibrate(
         _check_momentum(options.momentum)
     _check_out(options.out, spec)
     if not batch_bn_layers(spec):
-        raise CbrError(NOTHING_TO_CALIBRATE)
+        raise CbrError(f"{spec.source}: {NOTHING_TO_CALIBRATE}")
     paths = discover(in_dir, options.recursive, options.glob)
     files = [str(p) for p in paths]
     jobs = resolve_jobs(options.jobs, len(files))

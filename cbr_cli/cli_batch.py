@@ -158,7 +158,8 @@ def calibrate(
             metavar="FLOAT",
             help="Instead of the exact dataset average: PyTorch's exponential update with "
             "this momentum in [0, 1], one train-mode step per image in sorted order (a "
-            "DataLoader with batch size 1), starting from mean 0 / variance 1.",
+            "DataLoader with batch size 1), starting from mean 0 / variance 1. This "
+            "flag alone chooses the update; the config's bn.momentum is not used.",
         ),
     ] = None,
     recursive: Recursive = False,
