@@ -232,7 +232,14 @@ def test_conv2d_matches_reference(case: ConvCase) -> None:
 
 # Tunables of the engines; at 1 byte every im2col chunk, depthwise chunk and FFT
 # (overlap-save) tile is a single output row, so chunk boundaries are everywhere.
-SMALLEST_CHUNKS = {"IM2COL_CHUNK_BYTES": 1, "DEPTHWISE_CHUNK_BYTES": 1, "FFT_MEMORY_BYTES": 1}
+# One output row per chunk, and part-rows of a single column (MIN_CHUNK_COLUMNS 1), so
+# every chunking branch of the engines runs on the tiny images hypothesis draws.
+SMALLEST_CHUNKS = {
+    "IM2COL_CHUNK_BYTES": 1,
+    "DEPTHWISE_CHUNK_BYTES": 1,
+    "FFT_MEMORY_BYTES": 1,
+    "MIN_CHUNK_COLUMNS": 1,
+}
 
 
 @settings(max_examples=150, deadline=None)
