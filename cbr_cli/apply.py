@@ -317,7 +317,7 @@ def run_apply(
 
     # The arithmetic `cbr shape` shows, per input size: memory check, warnings (where cbr
     # departs from PyTorch or drops input rows), resolved padding for the manifest.
-    stacks = {p.shape: geometry(spec, p.shape) for p in pixels}  # type: ignore[misc]
+    stacks = {shape: geometry(spec, shape) for shape in {p.shape for p in pixels}}  # type: ignore[misc]
     largest = max(groups, key=lambda g: len(g) * pixels[g[0]].size)
     shape = tuple(pixels[largest[0]].shape)
     check_memory(stacks[shape], shape, len(largest))  # type: ignore[arg-type, index]

@@ -403,21 +403,13 @@ def parse_conv(value: Value, default_seed: int = 0) -> ConvSpec:
 
     if "out_channels" in keys:
         given = _int(keys["out_channels"], 1, "a positive integer")
-        if out_channels is not None and given != out_channels:
-            raise keys["out_channels"].error(
-                f"does not match the {sources[0]} given ({out_channels} output channels) "
-                f"(got {given})"
-            )
+        _check_matches(keys["out_channels"], given, out_channels, sources, "{} output channels")
         out_channels = given
     if out_channels is None:
         raise value.error("missing 'out_channels' (or give 'weight' or 'kernels')")
     if "kernel_size" in keys:
         given_ks = _int_pair(keys["kernel_size"], 1, "a positive integer")
-        if kernel_size is not None and given_ks != kernel_size:
-            raise keys["kernel_size"].error(
-                f"does not match the {sources[0]} given (kernel {kernel_size}) "
-                f"(got {list(given_ks)})"
-            )
+        _check_matches(keys["kernel_size"], given_ks, kernel_size, sources, "kernel {}")
         kernel_size = given_ks
     if kernel_size is None:
         kernel_size = (3, 3)
@@ -461,6 +453,20 @@ def parse_conv(value: Value, default_seed: int = 0) -> ConvSpec:
         kernels=kernels,
         where=where,
     )
+
+
+def _check_matches(
+    value: Value, given: object, derived: object, sources: list[str], what: str
+) -> None:
+    """A key given alongside ``weight``/``kernels`` must agree with what they imply.
+
+    ``what`` describes the implied value, ``{}`` standing for it (``"kernel {}"``).
+    """
+    if derived is not None and given != derived:
+        shown = list(given) if isinstance(given, tuple) else given
+        raise value.error(
+            f"does not match the {sources[0]} given ({what.format(derived)}) (got {shown})"
+        )
 
 
 def _kernels(value: Value) -> tuple[tuple[str, ...], int, tuple[int, int]]:
