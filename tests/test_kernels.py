@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +22,7 @@ from cbr_cli.kernels import (
     stack_kernels,
     stack_shape,
 )
+from tests.helpers import run_python
 
 
 def correlate_valid(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
@@ -430,15 +428,7 @@ def test_stack_shape_does_not_import_numpy() -> None:
         "print(cbr_cli.kernels.stack_shape(['sobel', 'gaussian:7:1.5'])); "
         "print('numpy' in sys.modules)"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-        cwd=Path(__file__).resolve().parents[1],
-    )
-    assert result.returncode == 0, result.stderr
+    result = run_python(code)
     assert result.stdout.splitlines() == ["(3, 7, 7)", "False"]
 
 

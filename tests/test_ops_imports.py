@@ -8,11 +8,10 @@ the engines need only ``scipy.fft``, which ``ops`` imports lazily.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO, run_python
+
 FORBIDDEN = ("typer", "rich", "PIL", "yaml", "scipy.signal", "click")
 
 
@@ -25,15 +24,7 @@ def test_import_ops_pulls_in_no_cli_modules() -> None:
         "    if any(name == f or name.startswith(f + '.') for f in forbidden))\n"
         "print(json.dumps({'ops': cbr_cli.ops.__file__, 'forbidden': loaded}))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-        cwd=REPO,  # so the checkout's cbr_cli is the one imported
-    )
-    assert result.returncode == 0, result.stderr
+    result = run_python(code)
     report = json.loads(result.stdout)
     assert Path(report["ops"]).resolve() == REPO / "cbr_cli" / "ops.py"
     assert report["forbidden"] == []

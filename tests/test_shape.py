@@ -14,8 +14,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,8 +31,8 @@ from cbr_cli.errors import CbrError
 from cbr_cli.layerstack import WARNING_KINDS, analyze, parse_input_size
 from cbr_cli.shapes import PADDING_MODES, ReceptiveField, conv2d_geometry
 from cbr_cli.spec import BNSpec, ConvSpec, InputSpec, LayerSpec, PipelineSpec, parse_pipeline
+from tests.helpers import REPO, run_python
 
-REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "fixtures" / "shape_golden.json"
 CHELSEA = REPO / "samples" / "chelsea.png"  # 451 x 300 RGB
 
@@ -535,15 +533,7 @@ def _imported_after(args: list[str]) -> list[str]:
         "loaded = sorted(n for n in sys.modules if n.split('.')[0] in heavy)\n"
         "sys.stderr.write(json.dumps(loaded))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-        cwd=REPO,
-    )
-    assert result.returncode == 0, result.stderr
+    result = run_python(code)
     return json.loads(result.stderr.splitlines()[-1])
 
 
