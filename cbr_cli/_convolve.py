@@ -30,15 +30,19 @@ import math
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from cbr_cli.shapes import ConvGeometry
+
+# PyTorch padding_mode -> numpy.pad mode.  PyTorch "reflect" excludes the edge
+# sample (SciPy calls that "mirror"); numpy's "reflect" is the same thing.
+_NP_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 # Bytes of one im2col chunk plus its slice of the output, per thread (at least one
 # output row).  Measured on 2 vCPUs (1 MiB L2 each), float32, engine alone, in a quiet
@@ -53,6 +57,17 @@ IM2COL_CHUNK_BYTES = 1536 * 1024
 # 512 KiB, 10 ms at 256 KiB or 1 MiB.  The tap-by-tap multiply-accumulate this replaced
 # was 1.2-2x slower at one output per group and 2-4x slower with channel multipliers.
 DEPTHWISE_CHUNK_BYTES = 512 * 1024
+# Bytes of one row-tap chunk (band of taps, output slice, partial sum), per thread.
+# Measured against IM2COL_CHUNK_BYTES (C -> C channels, "same"): 64 ch 3x3 at 256^2
+# (deep) 768 KiB 55 ms (one row per chunk), 1.5 MiB 40.7, 2 MiB 38-40, 3 MiB 38-41,
+# 4 MiB 36-38, 6 MiB 40-43, full im2col 41-43; 32 ch 5x5 at 256^2 4 MiB 31-32 ms,
+# 2 MiB 35, im2col 39-40; 128 ch 3x3 at 128^2 32-33 ms everywhere, im2col 33-34.
+ROW_TAP_CHUNK_BYTES = 4 * 1024 * 1024
+# Smallest GEMM depth per kernel row (C_in/groups * kW) for the row-tap path.  Row
+# taps against full im2col, same machine: 3 ch 3x3 (K 9) 9.4 vs 7.6 ms, 4 ch 5x5 (20)
+# 18-21 vs 16, 3 ch 7x7 (21) 28-29 vs 23-26, 8 ch 3x3 (24) 11.2-11.7 vs 11.6-12.2,
+# 16 ch 3x3 (48) 20-22 vs 24-25.
+ROW_TAP_MIN_K = 32
 # Narrowest chunk when one output row exceeds the budget (very large K).
 MIN_CHUNK_COLUMNS = 64
 # Upper bound on the spectra one FFT tile holds (see fft_plan).  1x2048x2048 with a
@@ -123,17 +138,53 @@ def _single_threaded_blas() -> Iterator[None]:
                 _blas_limiter = None
 
 
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_pool_lock = threading.Lock()
+_local = threading.local()  # .busy: this thread is running tasks of a run_tasks call
+
+
+def _helpers(count: int) -> ThreadPoolExecutor:
+    """A process-wide pool of at least ``count`` helper threads, kept between calls.
+
+    Starting threads for every call cost about 0.2 ms, several times per layer.
+    """
+    global _pool, _pool_size
+    with _pool_lock:
+        if _pool is None or _pool_size < count:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(count, thread_name_prefix="cbr-engine")
+            _pool_size = count
+        return _pool
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (``cbr batch`` workers) has none of the parent's threads."""
+    global _pool, _pool_size, _pool_lock, _blas_lock, _blas_users, _blas_limiter
+    _pool, _pool_size, _pool_lock = None, 0, threading.Lock()
+    _blas_lock, _blas_users, _blas_limiter = threading.Lock(), 0, None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def run_tasks(
     tasks: Sequence[_Task], run: Callable[[_Task, Any], None], scratch: Callable[[], Any]
 ) -> None:
     """Call ``run(task, buffers)`` for every task, on up to :func:`thread_count` threads.
 
-    Each thread makes its own ``buffers = scratch()`` once and pulls the next task when
-    it is done with one, so a thread slowed down by other processes simply does fewer.
+    The calling thread works too, with ``threads - 1`` helpers from a pool kept between
+    calls. Each thread makes its own ``buffers = scratch()`` once and pulls the next task
+    when it is done with one, so a thread slowed down by other processes simply does
+    fewer. A ``run`` that itself calls ``run_tasks`` gets its tasks run in its own thread.
     BLAS is held single-threaded throughout, also with one thread: OpenBLAS threading
     each small GEMM ran 20x slower than one thread while another process kept a core busy.
     """
     threads = min(thread_count(), len(tasks))
+    if getattr(_local, "busy", False):
+        threads = 1
     with _single_threaded_blas():
         if threads <= 1:
             buffers = scratch()
@@ -143,42 +194,192 @@ def run_tasks(
         lock = threading.Lock()
         pending = iter(tasks)
         failed = threading.Event()
-        errors = np.geterr()  # numpy's error state is per thread: give workers the caller's
+        errors = np.geterr()  # numpy's error state is per thread: give helpers the caller's
 
         def worker() -> None:
             np.seterr(**errors)
-            buffers = scratch()
-            while not failed.is_set():
-                with lock:
-                    task = next(pending, None)
-                if task is None:
-                    return
-                try:
-                    run(task, buffers)
-                except BaseException:
-                    failed.set()
-                    raise
-
-        with ThreadPoolExecutor(threads) as pool:
-            futures = [pool.submit(worker) for _ in range(threads)]
+            _local.busy = True
             try:
-                for future in futures:
-                    future.result()
+                buffers = scratch()
+                while not failed.is_set():
+                    with lock:
+                        task = next(pending, None)
+                    if task is None:
+                        return
+                    run(task, buffers)
             except BaseException:
                 failed.set()
                 raise
+            finally:
+                _local.busy = False
+
+        pool = _helpers(threads - 1)
+        futures = [pool.submit(worker) for _ in range(threads - 1)]
+        try:
+            worker()
+        except BaseException:
+            wait(futures)  # the helpers stop after their current task
+            raise
+        for future in futures:
+            future.result()  # a helper's exception is raised here
 
 
 # --------------------------------------------------------------------- direct
 
 
+def pad_input(x: np.ndarray, geo: ConvGeometry, padding_mode: str) -> np.ndarray:
+    """``x`` (N, C, H, W) padded as ``geo`` says, in PyTorch's ``padding_mode``."""
+    top, bottom, left, right = geo.padding
+    if not any(geo.padding):
+        return x
+    return np.pad(
+        x, ((0, 0), (0, 0), (top, bottom), (left, right)), mode=_NP_PAD_MODE[padding_mode]
+    )
+
+
+def without_padding(geo: ConvGeometry) -> ConvGeometry:
+    """The same convolution on an input that :func:`pad_input` has already padded."""
+    return ConvGeometry(
+        *(replace(a, size_in=a.padded, pad_before=0, pad_after=0) for a in (geo.h, geo.w))
+    )
+
+
+def uses_row_taps(c_in_g: int, kw: int, geo: ConvGeometry) -> bool:
+    """Whether :func:`conv2d_direct` takes the row-tap path (see there)."""
+    return geo.h.stride == 1 and c_in_g > 1 and c_in_g * kw >= ROW_TAP_MIN_K
+
+
 def conv2d_direct(
+    x: np.ndarray,
+    weight: np.ndarray,
+    geo: ConvGeometry,
+    groups: int,
+    out: np.ndarray,
+    padding_mode: str = "zeros",
+) -> None:
+    """Cross-correlate ``x`` (N, C_in, H, W), padded per ``geo``, with ``weight`` into ``out``.
+
+    ``out`` has shape (N, C_out, H_out, W_out) and is C-contiguous.  Two ways:
+
+    * **row taps** (vertical stride 1, several input channels per group): per chunk of
+      output rows, one im2col of the *kernel-row* taps (``C_in/groups * kW`` values per
+      column) over the band of input rows the chunk reads; kernel row ``i`` then reads
+      that band from row ``i * dilation`` on, so ``kH`` GEMMs of depth ``C_in/groups * kW``
+      add up to the output.  That copies about ``kH`` times less than a full im2col, and
+      zero padding is written into the band directly instead of padding the whole input.
+    * **full im2col** otherwise (strided rows, depthwise, few channels): one GEMM of
+      depth ``C_in/groups * kH * kW`` per chunk, on the input padded by :func:`pad_input`.
+    """
+    c_in_g, kw = weight.shape[1], weight.shape[3]
+    if not uses_row_taps(c_in_g, kw, geo):
+        _im2col(pad_input(x, geo, padding_mode), weight, without_padding(geo), groups, out)
+    elif padding_mode == "zeros":
+        _row_taps(x, weight, geo, groups, out)
+    else:
+        _row_taps(pad_input(x, geo, padding_mode), weight, without_padding(geo), groups, out)
+
+
+def _row_taps(
+    x: np.ndarray, weight: np.ndarray, geo: ConvGeometry, groups: int, out: np.ndarray
+) -> None:
+    """The row-tap path of :func:`conv2d_direct`, zero padding included (stride_h 1)."""
+    n_batch, _, height, width = x.shape
+    c_out, c_in_g, kh, kw = weight.shape
+    ho, wo = geo.out_hw
+    c_out_g = c_out // groups
+    k = c_in_g * kw
+    dh, dw, sw = geo.h.dilation, geo.w.dilation, geo.w.stride
+    top, left = geo.h.pad_before, geo.w.pad_before
+    reach = (kh - 1) * dh  # band rows beyond the chunk's own
+    rows, cols = _row_tap_chunk(k, c_out_g, kh, reach, ho, wo, x.dtype.itemsize)
+    # wrows[g, i]: kernel row i of group g as a (C_out/groups, C_in/groups * kW) matrix
+    wrows = np.ascontiguousarray(
+        weight.reshape(groups, c_out_g, c_in_g, kh, kw).transpose(0, 3, 1, 2, 4)
+    ).reshape(groups, kh, c_out_g, k)
+    out_rows = out.reshape(n_batch, groups, c_out_g, ho * wo)
+    tasks = [
+        (n, g, r0, c0)
+        for n in range(n_batch)
+        for g in range(groups)
+        for r0 in range(0, ho, rows)
+        for c0 in range(0, wo, cols)
+    ]
+
+    def valid(j: int, c0: int, w: int) -> tuple[int, int]:
+        """Output columns [a, b) of [c0, c0 + w) whose tap j reads inside the input."""
+        offset = j * dw - left  # output column c reads input column c * sw + offset
+        a = max(c0, -(offset // sw))  # ceil(-offset / sw)
+        b = min(c0 + w, (width - 1 - offset) // sw + 1)
+        return a, max(a, b)
+
+    def run(task: tuple[int, int, int, int], scratch: list[Any]) -> None:
+        n, g, r0, c0 = task
+        buffer, partial = scratch[0], scratch[1]
+        r, w = min(rows, ho - r0), min(cols, wo - c0)
+        band = r + reach
+        taps = buffer[: k * band * w].reshape(c_in_g, kw, band, w)
+        if scratch[2] != (band, w, c0):
+            # Columns that read the left/right padding: zero once for this layout;
+            # the copies below never write them.
+            scratch[2] = (band, w, c0)
+            for j in range(kw):
+                a, b = valid(j, c0, w)
+                taps[:, j, :, : a - c0] = 0
+                taps[:, j, :, b - c0 :] = 0
+        y0 = r0 - top  # input row of band row 0
+        lo = min(max(y0, 0), y0 + band)  # input rows [lo, hi) are inside the image
+        hi = max(min(y0 + band, height), lo)
+        taps[:, :, : lo - y0] = 0  # rows in the top padding
+        taps[:, :, hi - y0 :] = 0  # rows in the bottom padding
+        channels = x[n, g * c_in_g : (g + 1) * c_in_g]
+        for j in range(kw):
+            a, b = valid(j, c0, w)
+            if b > a and hi > lo:
+                start = a * sw + j * dw - left
+                taps[:, j, lo - y0 : hi - y0, a - c0 : b - c0] = channels[
+                    :, lo:hi, start : start + (b - a - 1) * sw + 1 : sw
+                ]
+        matrix = taps.reshape(k, band * w)
+        if r == 1 and w < wo:
+            target = out[n, g * c_out_g : (g + 1) * c_out_g, r0, c0 : c0 + w]
+        else:
+            target = out_rows[n, g, :, r0 * wo : (r0 + r) * wo]
+        np.matmul(wrows[g, 0], matrix[:, : r * w], out=target)
+        for i in range(1, kh):
+            tmp = partial[: c_out_g * r * w].reshape(c_out_g, r * w)
+            np.matmul(wrows[g, i], matrix[:, i * dh * w : (i * dh + r) * w], out=tmp)
+            target += tmp
+
+    def scratch() -> list[Any]:
+        size = k * (rows + reach) * cols
+        partial = np.empty(c_out_g * rows * cols if kh > 1 else 0, dtype=x.dtype)
+        return [np.empty(size, dtype=x.dtype), partial, None]
+
+    run_tasks(tasks, run, scratch)
+
+
+def _row_tap_chunk(
+    k: int, c_out_g: int, kh: int, reach: int, ho: int, wo: int, itemsize: int
+) -> tuple[int, int]:
+    """(rows, columns) of output per row-tap chunk: whole rows while they fit the budget.
+
+    A chunk of ``r`` rows by ``w`` columns holds its band of taps, ``k * (r + reach) * w``
+    values, its slice of the output and (for ``kH > 1``) a partial sum, ``C_out/groups *
+    r * w`` values each.
+    """
+    per_row = k + c_out_g * (2 if kh > 1 else 1)  # values per output position
+    budget = ROW_TAP_CHUNK_BYTES // itemsize
+    rows = (budget // wo - k * reach) // per_row
+    if rows >= 1:
+        return min(ho, rows), wo
+    columns = budget // (k * (1 + reach) + per_row - k)
+    return 1, min(wo, max(MIN_CHUNK_COLUMNS, columns))
+
+
+def _im2col(
     xp: np.ndarray, weight: np.ndarray, geo: ConvGeometry, groups: int, out: np.ndarray
 ) -> None:
-    """Cross-correlate padded ``xp`` (N, C_in, Hp, Wp) with ``weight`` into ``out``.
-
-    ``out`` has shape (N, C_out, H_out, W_out) and is C-contiguous.
-    """
+    """The full-im2col path of :func:`conv2d_direct`, on an already padded ``xp``."""
     n_batch = xp.shape[0]
     c_out, c_in_g, kh, kw = weight.shape
     ho, wo = geo.out_hw
@@ -287,9 +488,15 @@ def fast_len(n: int) -> int:
 
 
 def conv2d_fft(
-    xp: np.ndarray, weight: np.ndarray, geo: ConvGeometry, groups: int, out: np.ndarray
+    x: np.ndarray,
+    weight: np.ndarray,
+    geo: ConvGeometry,
+    groups: int,
+    out: np.ndarray,
+    padding_mode: str = "zeros",
 ) -> None:
-    """Cross-correlate padded ``xp`` with ``weight`` by FFT (overlap-save over row tiles).
+    """Cross-correlate ``x``, padded per ``geo``, with ``weight`` by FFT (overlap-save over
+    row tiles).
 
     ``full = irfft2(conj(rfft2(w)) * rfft2(x))`` is the circular cross-correlation; with
     both zero-padded to ``lh`` x ``lw`` >= tile + kernel - 1 its first ``(rows - 1) * sh + 1``
@@ -298,6 +505,7 @@ def conv2d_fft(
     """
     import scipy.fft as sfft
 
+    xp = pad_input(x, geo, padding_mode)
     n_batch, c_in, _, wp = xp.shape
     c_out, c_in_g = weight.shape[:2]
     c_out_g = c_out // groups

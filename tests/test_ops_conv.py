@@ -230,26 +230,59 @@ def test_conv2d_matches_reference(case: ConvCase) -> None:
     check_against_reference(case)
 
 
-# Tunables of the engines; at 1 byte every im2col chunk, depthwise chunk and FFT
-# (overlap-save) tile is a single output row, so chunk boundaries are everywhere.
-# One output row per chunk, and part-rows of a single column (MIN_CHUNK_COLUMNS 1), so
-# every chunking branch of the engines runs on the tiny images hypothesis draws.
+# Tunables of the engines; at 1 byte every im2col chunk, row-tap chunk, depthwise
+# chunk and FFT (overlap-save) tile is a single output row, and part-rows are a single
+# column (MIN_CHUNK_COLUMNS 1), so every chunking branch of the engines runs on the
+# tiny images hypothesis draws.
 SMALLEST_CHUNKS = {
     "IM2COL_CHUNK_BYTES": 1,
+    "ROW_TAP_CHUNK_BYTES": 1,
     "DEPTHWISE_CHUNK_BYTES": 1,
     "FFT_MEMORY_BYTES": 1,
     "MIN_CHUNK_COLUMNS": 1,
 }
+# The direct engine's two paths (see conv2d_direct): with ROW_TAP_MIN_K 1 every case
+# with vertical stride 1 and several input channels per group takes the row taps, at
+# a huge value none does; the default picks by GEMM depth, which tiny cases never reach.
+DIRECT_PATHS = {"row taps": 1, "full im2col": 10**9}
 
 
 @settings(max_examples=150, deadline=None)
 @with_pinned
 @given(case=conv_cases())
-def test_conv2d_in_one_row_chunks_matches_reference(case: ConvCase) -> None:
+@pytest.mark.parametrize("path", list(DIRECT_PATHS))
+def test_conv2d_in_one_row_chunks_matches_reference(path: str, case: ConvCase) -> None:
     with pytest.MonkeyPatch.context() as patch:
         for name, value in SMALLEST_CHUNKS.items():
             patch.setattr(_convolve, name, value)  # raises if the name is gone
+        patch.setattr(_convolve, "ROW_TAP_MIN_K", DIRECT_PATHS[path])
         check_against_reference(case)
+
+
+@settings(max_examples=300, deadline=None)
+@with_pinned
+@given(case=conv_cases())
+def test_conv2d_row_taps_match_reference(case: ConvCase) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_convolve, "ROW_TAP_MIN_K", DIRECT_PATHS["row taps"])
+        check_against_reference(case)
+
+
+@pytest.mark.parametrize(
+    ("c_in_g", "kw", "stride_h", "expected"),
+    [
+        (64, 3, 1, True),
+        (11, 3, 1, True),
+        (10, 3, 1, False),
+        (5, 7, 1, True),
+        (64, 3, 2, False),
+        (1, 64, 1, False),
+    ],
+)
+def test_row_taps_are_chosen_by_gemm_depth_and_stride(c_in_g, kw, stride_h, expected) -> None:
+    """Row taps need vertical stride 1 and depth C_in/groups * kW >= ROW_TAP_MIN_K (32)."""
+    geo = conv2d_geometry((128, 128), (3, kw), (stride_h, 1), 1)
+    assert _convolve.uses_row_taps(c_in_g, kw, geo) is expected
 
 
 def check_against_reference(case: ConvCase) -> None:

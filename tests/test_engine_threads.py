@@ -1,0 +1,119 @@
+"""``cbr_cli._convolve.run_tasks``: the engines' thread pool (kept between calls)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+import threading
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info
+
+from cbr_cli import _convolve
+from cbr_cli._convolve import run_tasks
+from cbr_cli.ops import conv2d
+
+
+@pytest.fixture(autouse=True)
+def two_threads():
+    """Two threads whatever the machine, so the helper pool is always used."""
+    _convolve.set_threads(2)
+    yield
+    _convolve.set_threads(None)
+
+
+def blas_threads() -> list[int]:
+    return [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+
+
+def test_every_task_runs_once_each_thread_with_its_own_scratch() -> None:
+    seen: list[int] = []
+    owners: dict[int, str] = {}
+    lock = threading.Lock()
+
+    def scratch() -> dict[str, str]:
+        return {"owner": threading.current_thread().name}
+
+    def run(task: int, buffers: dict[str, str]) -> None:
+        assert buffers["owner"] == threading.current_thread().name
+        with lock:
+            seen.append(task)
+            owners[task] = buffers["owner"]
+        threading.Event().wait(0.001)  # let the other thread take some tasks
+
+    for _ in range(3):  # the pool is kept between calls
+        seen.clear()
+        owners.clear()
+        run_tasks(range(40), run, scratch)
+        assert sorted(seen) == list(range(40))
+        assert len(set(owners.values())) == 2
+
+
+@pytest.mark.parametrize("failing", [0, 39])
+def test_an_exception_in_any_task_is_raised_and_blas_limits_are_restored(failing: int) -> None:
+    before = blas_threads()
+
+    def run(task: int, _: object) -> None:
+        if task == failing:
+            raise ValueError(f"task {task} failed")
+        threading.Event().wait(0.001)
+
+    with pytest.raises(ValueError, match=f"task {failing} failed"):
+        run_tasks(range(40), run, lambda: None)
+    assert blas_threads() == before
+    done: list[int] = []
+    run_tasks(range(5), lambda task, _: done.append(task), lambda: None)  # still usable
+    assert sorted(done) == list(range(5))
+
+
+def test_a_task_may_call_run_tasks_itself() -> None:
+    """Nested calls run in the calling thread instead of waiting for a busy pool."""
+    totals = [0] * 4
+
+    def inner(task: tuple[int, int], _: object) -> None:
+        totals[task[0]] += task[1]
+
+    def outer(index: int, _: object) -> None:
+        run_tasks([(index, value) for value in range(10)], inner, lambda: None)
+
+    worker = threading.Thread(target=run_tasks, args=(range(4), outer, lambda: None))
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "nested run_tasks deadlocked"
+    assert totals == [45] * 4
+
+
+def test_helpers_use_the_callers_numpy_error_state() -> None:
+    big = np.full(1000, 3e38, np.float32)
+
+    caller = threading.current_thread()
+
+    def run(task: int, _: object) -> None:
+        if threading.current_thread() is caller:
+            threading.Event().wait(0.005)  # leave the overflows to the helper
+        else:
+            np.multiply(big, np.float32(10))
+
+    with np.errstate(over="raise"), pytest.raises(FloatingPointError):
+        run_tasks(range(8), run, lambda: None)
+
+
+def _conv_in_child(queue) -> None:
+    x = np.ones((1, 16, 12, 12), np.float32)
+    w = np.ones((4, 16, 3, 3), np.float32)
+    queue.put(float(conv2d(x, w, padding=1)[0, 0, 5, 5]))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork is Linux's start method")
+def test_a_forked_child_gets_a_pool_of_its_own() -> None:
+    """``cbr batch`` forks workers; the parent's pool threads do not exist there."""
+    conv2d(np.ones((1, 16, 12, 12), np.float32), np.ones((4, 16, 3, 3), np.float32))
+    assert _convolve._pool is not None  # the parent has started its helpers
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_conv_in_child, args=(queue,))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    assert queue.get(timeout=5) == 16 * 9
