@@ -1,20 +1,25 @@
 """The two convolution engines behind :func:`cbr_cli.ops.conv2d`, and the cost model.
 
-Both take an already padded input and write into a preallocated output; validation,
-padding and dtype policy live in :mod:`cbr_cli.ops`.  Neither loops over pixels:
+Both take the unpadded input, its geometry and ``padding_mode``, and write into a
+preallocated output; validation and dtype policy live in :mod:`cbr_cli.ops`.  Neither
+loops over pixels:
 
 * **direct** — im2col in chunks of output rows, each chunk (columns plus its slice of
-  the output) about ``IM2COL_CHUNK_BYTES`` so it stays in cache, then one GEMM (BLAS
-  through ``np.matmul``) written straight into the output.  No im2col matrix larger
-  than one chunk per thread ever exists.  Depthwise convolutions (one input channel
-  per group) take the same path: their GEMM is a GEMV, with its own chunk budget.
+  the output) sized to stay in cache, then GEMMs (BLAS through ``np.matmul``) written
+  straight into the output.  No im2col matrix larger than one chunk per thread ever
+  exists.  With vertical stride 1 and enough input channels the chunks hold only the
+  taps of one kernel row over a band of input rows (``kH`` times fewer copies, zero
+  padding written into the band); otherwise the input is padded whole and each chunk
+  holds every tap.  Depthwise convolutions (one input channel per group) take the
+  full-im2col path: their GEMM is a GEMV, with its own chunk budget.
 * **fft** — overlap-save: each tile of output rows is one real 2-D FFT of the input
   rows it needs, multiplied by the conjugate kernel spectrum (cross-correlation
   theorem) and transformed back.  Tiles are as tall as ``FFT_MEMORY_BYTES`` allows,
   so the engine's scratch memory is bounded whatever the image size.
 
-Threads.  The direct engine splits its chunks over :func:`thread_count` Python threads
-(numpy releases the GIL in BLAS and in copies), each with its own scratch buffer, and
+Threads.  The direct engine splits its chunks over :func:`thread_count` threads (the
+caller and helpers kept between calls; numpy releases the GIL in BLAS and in copies),
+each with its own scratch buffer, and
 holds BLAS single-threaded meanwhile: on 2 cores that was 1.1-3x faster than letting
 OpenBLAS thread each chunk's GEMM, because the im2col copies run in parallel too and
 OpenBLAS's fork/join per call costs about as much as a small GEMM.  The FFT engine
@@ -68,6 +73,8 @@ ROW_TAP_CHUNK_BYTES = 4 * 1024 * 1024
 # 18-21 vs 16, 3 ch 7x7 (21) 28-29 vs 23-26, 8 ch 3x3 (24) 11.2-11.7 vs 11.6-12.2,
 # 16 ch 3x3 (48) 20-22 vs 24-25.
 ROW_TAP_MIN_K = 32
+# Fewest whole output rows per row-tap chunk (see uses_row_taps).
+ROW_TAP_MIN_ROWS = 2
 # Narrowest chunk when one output row exceeds the budget (very large K).
 MIN_CHUNK_COLUMNS = 64
 # Upper bound on the spectra one FFT tile holds (see fft_plan).  1x2048x2048 with a
@@ -244,9 +251,23 @@ def without_padding(geo: ConvGeometry) -> ConvGeometry:
     )
 
 
-def uses_row_taps(c_in_g: int, kw: int, geo: ConvGeometry) -> bool:
-    """Whether :func:`conv2d_direct` takes the row-tap path (see there)."""
-    return geo.h.stride == 1 and c_in_g > 1 and c_in_g * kw >= ROW_TAP_MIN_K
+def uses_row_taps(
+    c_in_g: int, c_out_g: int, kernel: tuple[int, int], geo: ConvGeometry, itemsize: int = 4
+) -> bool:
+    """Whether :func:`conv2d_direct` takes the row-tap path (see there).
+
+    It needs vertical stride 1, GEMMs of depth ``C_in/groups * kW >= ROW_TAP_MIN_K``
+    and room in ``ROW_TAP_CHUNK_BYTES`` for ``ROW_TAP_MIN_ROWS`` whole output rows:
+    with one row per chunk the band is ``kH`` rows for one, as many copies as a full
+    im2col in smaller GEMMs (12 ch 13x13 at 512^2: 485 vs 230 ms; 32 ch 11x11 at 256^2:
+    231 vs 187; with 2 rows, 64 ch 7x7 at 256^2, 232 vs 235; with 4-6 rows 5-20% faster).
+    """
+    kh, kw = kernel
+    if geo.h.stride != 1 or c_in_g == 1 or c_in_g * kw < ROW_TAP_MIN_K:
+        return False
+    reach = (kh - 1) * geo.h.dilation
+    rows = _row_tap_rows(c_in_g * kw, c_out_g, kh, reach, geo.w.size_out, itemsize)
+    return rows >= ROW_TAP_MIN_ROWS
 
 
 def conv2d_direct(
@@ -270,8 +291,8 @@ def conv2d_direct(
     * **full im2col** otherwise (strided rows, depthwise, few channels): one GEMM of
       depth ``C_in/groups * kH * kW`` per chunk, on the input padded by :func:`pad_input`.
     """
-    c_in_g, kw = weight.shape[1], weight.shape[3]
-    if not uses_row_taps(c_in_g, kw, geo):
+    c_out, c_in_g = weight.shape[:2]
+    if not uses_row_taps(c_in_g, c_out // groups, weight.shape[2:], geo, x.dtype.itemsize):
         _im2col(pad_input(x, geo, padding_mode), weight, without_padding(geo), groups, out)
     elif padding_mode == "zeros":
         _row_taps(x, weight, geo, groups, out)
@@ -358,21 +379,27 @@ def _row_taps(
     run_tasks(tasks, run, scratch)
 
 
-def _row_tap_chunk(
-    k: int, c_out_g: int, kh: int, reach: int, ho: int, wo: int, itemsize: int
-) -> tuple[int, int]:
-    """(rows, columns) of output per row-tap chunk: whole rows while they fit the budget.
+def _row_tap_rows(k: int, c_out_g: int, kh: int, reach: int, wo: int, itemsize: int) -> int:
+    """Whole output rows that fit one row-tap chunk (0 if not even one does).
 
     A chunk of ``r`` rows by ``w`` columns holds its band of taps, ``k * (r + reach) * w``
     values, its slice of the output and (for ``kH > 1``) a partial sum, ``C_out/groups *
     r * w`` values each.
     """
     per_row = k + c_out_g * (2 if kh > 1 else 1)  # values per output position
-    budget = ROW_TAP_CHUNK_BYTES // itemsize
-    rows = (budget // wo - k * reach) // per_row
+    return max(0, (ROW_TAP_CHUNK_BYTES // itemsize // wo - k * reach) // per_row)
+
+
+def _row_tap_chunk(
+    k: int, c_out_g: int, kh: int, reach: int, ho: int, wo: int, itemsize: int
+) -> tuple[int, int]:
+    """(rows, columns) of output per row-tap chunk: whole rows while they fit the budget,
+    else part-rows of at least ``MIN_CHUNK_COLUMNS``."""
+    rows = _row_tap_rows(k, c_out_g, kh, reach, wo, itemsize)
     if rows >= 1:
         return min(ho, rows), wo
-    columns = budget // (k * (1 + reach) + per_row - k)
+    per_column = k * (1 + reach) + c_out_g * (2 if kh > 1 else 1)
+    columns = ROW_TAP_CHUNK_BYTES // itemsize // per_column
     return 1, min(wo, max(MIN_CHUNK_COLUMNS, columns))
 
 
@@ -587,11 +614,24 @@ def choose_method(
 def direct_seconds(
     n_batch: int, c_in: int, c_out: int, groups: int, kernel: tuple[int, int], geo: ConvGeometry
 ) -> float:
-    """Predicted time of :func:`conv2d_direct`: GEMM, im2col copy and output traffic."""
+    """Predicted time of :func:`conv2d_direct`: GEMM, im2col copy and output traffic.
+
+    The row-tap path copies ``C_in/groups * kW`` values per output position and band
+    row (``(rows + reach) / rows`` band rows per output row) instead of ``K``.  (Fitted
+    before that path existed; it predicts row-tap times about 2x too high, but the
+    choices it changes are the near-crossover ones, where both engines are close.)
+    """
     c_in_g, c_out_g = c_in // groups, c_out // groups
     k = c_in_g * kernel[0] * kernel[1]
+    copies = k
+    if uses_row_taps(c_in_g, c_out_g, kernel, geo):
+        reach = (kernel[0] - 1) * geo.h.dilation
+        rows = max(
+            1, _row_tap_rows(c_in_g * kernel[1], c_out_g, kernel[0], reach, geo.w.size_out, 4)
+        )
+        copies = c_in_g * kernel[1] * (rows + reach) / rows
     positions = n_batch * groups * geo.h.size_out * geo.w.size_out
-    per_position = k * c_out_g * _DIRECT_PER_MAC + k * _DIRECT_PER_COPY
+    per_position = k * c_out_g * _DIRECT_PER_MAC + copies * _DIRECT_PER_COPY
     return _DIRECT_FIXED + positions * (per_position + c_out_g * _DIRECT_PER_OUTPUT)
 
 

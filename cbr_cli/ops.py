@@ -317,13 +317,14 @@ def channel_mean_var(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and biased variance of ``x`` (N, C, ...) over every axis but 1.
 
     ``x`` is read once, in cache-sized blocks of one (sample, channel) plane: each block
-    gets an exact two-pass mean and sum of squared deviations while it is in cache
-    (numpy's pairwise sums, error growing with log(n); the deviation sum corrects for
-    the mean's rounding), on all cores; the blocks are merged in float64 with Chan et
-    al.'s ``M2 = M2_a + M2_b + delta^2 n_a n_b / n``, as stable as two passes over the
-    whole channel. Measured: variance within 5e-9 relative on float32 data of mean 1000
-    and std 0.01 (a one-pass ``E[x^2] - E[x]^2`` loses all digits there, a float32 BLAS
-    dot 7e-6).
+    gets a two-pass mean and sum of squared deviations while it is in cache (the squares
+    summed pairwise, error growing with log(n); the deviation sum corrects for the
+    mean's rounding), on all cores; the blocks are merged in float64 with Chan et al.'s
+    ``M2 = M2_a + M2_b + delta^2 n_a n_b / n``, as stable as two passes over the whole
+    channel. Measured against float64 on float32 data (8-64 channels of 256^2-1024^2):
+    variance within 1.4e-7 relative for normal, ReLU-like, lognormal and mean-1000
+    std-0.01 data (a one-pass ``E[x^2] - E[x]^2`` loses all digits on the last; a float32
+    BLAS dot for the squares was off by up to 7e-6).
 
     Returns
     -------

@@ -241,10 +241,14 @@ SMALLEST_CHUNKS = {
     "FFT_MEMORY_BYTES": 1,
     "MIN_CHUNK_COLUMNS": 1,
 }
-# The direct engine's two paths (see conv2d_direct): with ROW_TAP_MIN_K 1 every case
-# with vertical stride 1 and several input channels per group takes the row taps, at
-# a huge value none does; the default picks by GEMM depth, which tiny cases never reach.
-DIRECT_PATHS = {"row taps": 1, "full im2col": 10**9}
+# The direct engine's two paths (see conv2d_direct): "row taps" forces them on every
+# case with vertical stride 1 and several input channels per group, whatever the chunk
+# budget; "full im2col" never takes them.  The defaults pick by GEMM depth, which the
+# tiny cases drawn here never reach.
+DIRECT_PATHS = {
+    "row taps": {"ROW_TAP_MIN_K": 1, "ROW_TAP_MIN_ROWS": 0},
+    "full im2col": {"ROW_TAP_MIN_K": 10**9, "ROW_TAP_MIN_ROWS": 0},
+}
 
 
 @settings(max_examples=150, deadline=None)
@@ -253,9 +257,8 @@ DIRECT_PATHS = {"row taps": 1, "full im2col": 10**9}
 @pytest.mark.parametrize("path", list(DIRECT_PATHS))
 def test_conv2d_in_one_row_chunks_matches_reference(path: str, case: ConvCase) -> None:
     with pytest.MonkeyPatch.context() as patch:
-        for name, value in SMALLEST_CHUNKS.items():
+        for name, value in {**SMALLEST_CHUNKS, **DIRECT_PATHS[path]}.items():
             patch.setattr(_convolve, name, value)  # raises if the name is gone
-        patch.setattr(_convolve, "ROW_TAP_MIN_K", DIRECT_PATHS[path])
         check_against_reference(case)
 
 
@@ -264,25 +267,29 @@ def test_conv2d_in_one_row_chunks_matches_reference(path: str, case: ConvCase) -
 @given(case=conv_cases())
 def test_conv2d_row_taps_match_reference(case: ConvCase) -> None:
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_convolve, "ROW_TAP_MIN_K", DIRECT_PATHS["row taps"])
+        for name, value in DIRECT_PATHS["row taps"].items():
+            patch.setattr(_convolve, name, value)
         check_against_reference(case)
 
 
 @pytest.mark.parametrize(
-    ("c_in_g", "kw", "stride_h", "expected"),
+    ("c_in_g", "kernel", "stride_h", "width", "expected"),
     [
-        (64, 3, 1, True),
-        (11, 3, 1, True),
-        (10, 3, 1, False),
-        (5, 7, 1, True),
-        (64, 3, 2, False),
-        (1, 64, 1, False),
+        (64, (3, 3), 1, 256, True),  # deep: 11 rows per chunk
+        (11, (3, 3), 1, 256, True),  # K = 33
+        (10, (3, 3), 1, 256, False),  # K = 30 < ROW_TAP_MIN_K
+        (5, (7, 7), 1, 256, True),
+        (64, (3, 3), 2, 256, False),  # strided rows
+        (1, (3, 64), 1, 256, False),  # one channel per group
+        (12, (13, 13), 1, 512, False),  # not one whole row fits the budget
+        (16, (13, 13), 1, 256, True),  # 6 rows
     ],
 )
-def test_row_taps_are_chosen_by_gemm_depth_and_stride(c_in_g, kw, stride_h, expected) -> None:
-    """Row taps need vertical stride 1 and depth C_in/groups * kW >= ROW_TAP_MIN_K (32)."""
-    geo = conv2d_geometry((128, 128), (3, kw), (stride_h, 1), 1)
-    assert _convolve.uses_row_taps(c_in_g, kw, geo) is expected
+def test_row_taps_are_chosen_by_depth_stride_and_rows(
+    c_in_g, kernel, stride_h, width, expected
+) -> None:
+    geo = conv2d_geometry((256, width), kernel, (stride_h, 1), "same" if stride_h == 1 else 1)
+    assert _convolve.uses_row_taps(c_in_g, c_in_g, kernel, geo) is expected
 
 
 def check_against_reference(case: ConvCase) -> None:
