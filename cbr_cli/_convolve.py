@@ -35,7 +35,7 @@ import math
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -73,8 +73,18 @@ ROW_TAP_CHUNK_BYTES = 4 * 1024 * 1024
 # 18-21 vs 16, 3 ch 7x7 (21) 28-29 vs 23-26, 8 ch 3x3 (24) 11.2-11.7 vs 11.6-12.2,
 # 16 ch 3x3 (48) 20-22 vs 24-25.
 ROW_TAP_MIN_K = 32
-# Fewest whole output rows per row-tap chunk (see uses_row_taps).
+# Fewest whole output rows, and output positions, per row-tap chunk (the GEMMs' width).
+# With one row per chunk the band is kH rows for one: as many copies as a full im2col,
+# in smaller GEMMs (12 ch 13x13 at 512^2: 485 vs 230 ms; 32 ch 11x11 at 256^2: 231 vs
+# 187); 2 rows were even (64 ch 7x7 at 256^2, 232 vs 235), 4-6 rows 5-20% faster.
+# Narrow chunks lose to full im2col's one deeper GEMM: 3x3 "same", 2 threads, 256 ch
+# at 16^2 (128 positions per chunk) 5.8 vs 4.0 ms, 512 ch at 8^2 (32) 11.2 vs 6.3;
+# about even: 128 ch at 32^2 (512) 3.1-4.8 vs 3.2-4.3, 64 ch at 32^2 (512) 1.3-1.8 vs
+# 1.4-1.5, 128 ch at 48^2 (1152) 5.9-6.5 vs 5.7; faster: 64 ch at 64^2 (2048) 3.2-4.1
+# vs 4.2-4.6, 32 ch at 64^2 (2048) 1.4 vs 2.0, deep (2816) 36-38 vs 41-43, and with
+# a 13x13 kernel, 16 ch at 256^2 (1536) 79 vs 96.
 ROW_TAP_MIN_ROWS = 2
+ROW_TAP_MIN_COLUMNS = 1024
 # Narrowest chunk when one output row exceeds the budget (very large K).
 MIN_CHUNK_COLUMNS = 64
 # Upper bound on the spectra one FFT tile holds (see fft_plan).  1x2048x2048 with a
@@ -151,10 +161,12 @@ _pool_lock = threading.Lock()
 _local = threading.local()  # .busy: this thread is running tasks of a run_tasks call
 
 
-def _helpers(count: int) -> ThreadPoolExecutor:
-    """A process-wide pool of at least ``count`` helper threads, kept between calls.
+def _start_helpers(worker: Callable[[], None], count: int) -> list[Future[None]]:
+    """Run ``worker`` on ``count`` helper threads of a process-wide pool kept between
+    calls (starting threads for every call cost about 0.2 ms, several times per layer).
 
-    Starting threads for every call cost about 0.2 ms, several times per layer.
+    Submitted under the lock, so a call that grows the pool never shuts down a pool
+    another call is about to submit to (work already submitted still runs).
     """
     global _pool, _pool_size
     with _pool_lock:
@@ -163,14 +175,34 @@ def _helpers(count: int) -> ThreadPoolExecutor:
                 _pool.shutdown(wait=False)
             _pool = ThreadPoolExecutor(count, thread_name_prefix="cbr-engine")
             _pool_size = count
-        return _pool
+        return [_pool.submit(worker) for _ in range(count)]
+
+
+def stop_helpers() -> None:
+    """End the helper threads (they start again when needed).
+
+    :class:`cbr_cli.pool.WorkerPool` calls this before it forks worker processes, so
+    that no thread is ever forked.
+    """
+    global _pool, _pool_size
+    with _pool_lock:
+        if _pool is not None:
+            _pool.shutdown(wait=True)
+        _pool, _pool_size = None, 0
 
 
 def _after_fork_in_child() -> None:
-    """A forked child (``cbr batch`` workers) has none of the parent's threads."""
+    """A forked child has none of the parent's threads: start from scratch.
+
+    If the parent was inside :func:`run_tasks` (BLAS held at one thread), the child
+    gets its BLAS threads back.
+    """
     global _pool, _pool_size, _pool_lock, _blas_lock, _blas_users, _blas_limiter
+    limiter = _blas_limiter
     _pool, _pool_size, _pool_lock = None, 0, threading.Lock()
     _blas_lock, _blas_users, _blas_limiter = threading.Lock(), 0, None
+    if limiter is not None:
+        limiter.restore_original_limits()
 
 
 if hasattr(os, "register_at_fork"):
@@ -220,13 +252,11 @@ def run_tasks(
             finally:
                 _local.busy = False
 
-        pool = _helpers(threads - 1)
-        futures = [pool.submit(worker) for _ in range(threads - 1)]
+        futures = _start_helpers(worker, threads - 1)
         try:
             worker()
-        except BaseException:
-            wait(futures)  # the helpers stop after their current task
-            raise
+        finally:
+            wait(futures)  # on failure, the helpers stop after their current task
         for future in futures:
             future.result()  # a helper's exception is raised here
 
@@ -251,23 +281,43 @@ def without_padding(geo: ConvGeometry) -> ConvGeometry:
     )
 
 
-def uses_row_taps(
-    c_in_g: int, c_out_g: int, kernel: tuple[int, int], geo: ConvGeometry, itemsize: int = 4
-) -> bool:
-    """Whether :func:`conv2d_direct` takes the row-tap path (see there).
+def row_tap_chunk(
+    n_batch: int,
+    groups: int,
+    c_in_g: int,
+    c_out_g: int,
+    kernel: tuple[int, int],
+    geo: ConvGeometry,
+    itemsize: int = 4,
+) -> tuple[int, int] | None:
+    """(rows, columns) of output per chunk of :func:`conv2d_direct`'s row-tap path, or
+    None where it takes the full-im2col path instead.
 
-    It needs vertical stride 1, GEMMs of depth ``C_in/groups * kW >= ROW_TAP_MIN_K``
-    and room in ``ROW_TAP_CHUNK_BYTES`` for ``ROW_TAP_MIN_ROWS`` whole output rows:
-    with one row per chunk the band is ``kH`` rows for one, as many copies as a full
-    im2col in smaller GEMMs (12 ch 13x13 at 512^2: 485 vs 230 ms; 32 ch 11x11 at 256^2:
-    231 vs 187; with 2 rows, 64 ch 7x7 at 256^2, 232 vs 235; with 4-6 rows 5-20% faster).
+    Row taps need vertical stride 1, GEMMs of depth ``C_in/groups * kW >=
+    ROW_TAP_MIN_K``, and chunks of at least ``ROW_TAP_MIN_ROWS`` whole output rows and
+    ``ROW_TAP_MIN_COLUMNS`` output positions.  A chunk of ``r`` rows holds its band of
+    taps, ``C_in/groups * kW * (r + (kH - 1) * dilation)`` values per output column,
+    its slice of the output and (for ``kH > 1``) a partial sum; it gets as many rows
+    as ``ROW_TAP_CHUNK_BYTES`` allows, but no more than leave every thread a chunk.
+    (With the minimums at 0, part-rows of at least ``MIN_CHUNK_COLUMNS``.)
     """
     kh, kw = kernel
-    if geo.h.stride != 1 or c_in_g == 1 or c_in_g * kw < ROW_TAP_MIN_K:
-        return False
-    reach = (kh - 1) * geo.h.dilation
-    rows = _row_tap_rows(c_in_g * kw, c_out_g, kh, reach, geo.w.size_out, itemsize)
-    return rows >= ROW_TAP_MIN_ROWS
+    k = c_in_g * kw
+    if geo.h.stride != 1 or c_in_g == 1 or k < ROW_TAP_MIN_K:
+        return None
+    ho, wo = geo.out_hw
+    reach = (kh - 1) * geo.h.dilation  # band rows beyond the chunk's own
+    per_position = k + c_out_g * (2 if kh > 1 else 1)
+    budget = ROW_TAP_CHUNK_BYTES // itemsize
+    rows = (budget // wo - k * reach) // per_position
+    split = max(1, thread_count() // (n_batch * groups))
+    rows = min(rows, -(-ho // split))
+    if rows < ROW_TAP_MIN_ROWS or rows * wo < ROW_TAP_MIN_COLUMNS:
+        return None
+    if rows >= 1:
+        return rows, wo
+    columns = budget // (k * reach + per_position)
+    return 1, min(wo, max(MIN_CHUNK_COLUMNS, columns))
 
 
 def conv2d_direct(
@@ -292,18 +342,28 @@ def conv2d_direct(
       depth ``C_in/groups * kH * kW`` per chunk, on the input padded by :func:`pad_input`.
     """
     c_out, c_in_g = weight.shape[:2]
-    if not uses_row_taps(c_in_g, c_out // groups, weight.shape[2:], geo, x.dtype.itemsize):
+    chunk = row_tap_chunk(
+        x.shape[0], groups, c_in_g, c_out // groups, weight.shape[2:], geo, x.dtype.itemsize
+    )
+    if chunk is None:
         _im2col(pad_input(x, geo, padding_mode), weight, without_padding(geo), groups, out)
     elif padding_mode == "zeros":
-        _row_taps(x, weight, geo, groups, out)
+        _row_taps(x, weight, geo, groups, out, chunk)
     else:
-        _row_taps(pad_input(x, geo, padding_mode), weight, without_padding(geo), groups, out)
+        xp = pad_input(x, geo, padding_mode)
+        _row_taps(xp, weight, without_padding(geo), groups, out, chunk)
 
 
 def _row_taps(
-    x: np.ndarray, weight: np.ndarray, geo: ConvGeometry, groups: int, out: np.ndarray
+    x: np.ndarray,
+    weight: np.ndarray,
+    geo: ConvGeometry,
+    groups: int,
+    out: np.ndarray,
+    chunk: tuple[int, int],
 ) -> None:
-    """The row-tap path of :func:`conv2d_direct`, zero padding included (stride_h 1)."""
+    """The row-tap path of :func:`conv2d_direct`, zero padding included (stride_h 1),
+    in chunks of ``chunk = (rows, columns)`` of output."""
     n_batch, _, height, width = x.shape
     c_out, c_in_g, kh, kw = weight.shape
     ho, wo = geo.out_hw
@@ -312,7 +372,7 @@ def _row_taps(
     dh, dw, sw = geo.h.dilation, geo.w.dilation, geo.w.stride
     top, left = geo.h.pad_before, geo.w.pad_before
     reach = (kh - 1) * dh  # band rows beyond the chunk's own
-    rows, cols = _row_tap_chunk(k, c_out_g, kh, reach, ho, wo, x.dtype.itemsize)
+    rows, cols = chunk
     # wrows[g, i]: kernel row i of group g as a (C_out/groups, C_in/groups * kW) matrix
     wrows = np.ascontiguousarray(
         weight.reshape(groups, c_out_g, c_in_g, kh, kw).transpose(0, 3, 1, 2, 4)
@@ -377,30 +437,6 @@ def _row_taps(
         return [np.empty(size, dtype=x.dtype), partial, None]
 
     run_tasks(tasks, run, scratch)
-
-
-def _row_tap_rows(k: int, c_out_g: int, kh: int, reach: int, wo: int, itemsize: int) -> int:
-    """Whole output rows that fit one row-tap chunk (0 if not even one does).
-
-    A chunk of ``r`` rows by ``w`` columns holds its band of taps, ``k * (r + reach) * w``
-    values, its slice of the output and (for ``kH > 1``) a partial sum, ``C_out/groups *
-    r * w`` values each.
-    """
-    per_row = k + c_out_g * (2 if kh > 1 else 1)  # values per output position
-    return max(0, (ROW_TAP_CHUNK_BYTES // itemsize // wo - k * reach) // per_row)
-
-
-def _row_tap_chunk(
-    k: int, c_out_g: int, kh: int, reach: int, ho: int, wo: int, itemsize: int
-) -> tuple[int, int]:
-    """(rows, columns) of output per row-tap chunk: whole rows while they fit the budget,
-    else part-rows of at least ``MIN_CHUNK_COLUMNS``."""
-    rows = _row_tap_rows(k, c_out_g, kh, reach, wo, itemsize)
-    if rows >= 1:
-        return min(ho, rows), wo
-    per_column = k * (1 + reach) + c_out_g * (2 if kh > 1 else 1)
-    columns = ROW_TAP_CHUNK_BYTES // itemsize // per_column
-    return 1, min(wo, max(MIN_CHUNK_COLUMNS, columns))
 
 
 def _im2col(
@@ -603,16 +639,28 @@ _FFT_FIXED = 1.5e-3  # per call: measured on a 64x64 image
 
 
 def choose_method(
-    n_batch: int, c_in: int, c_out: int, groups: int, kernel: tuple[int, int], geo: ConvGeometry
+    n_batch: int,
+    c_in: int,
+    c_out: int,
+    groups: int,
+    kernel: tuple[int, int],
+    geo: ConvGeometry,
+    itemsize: int = 4,
 ) -> str:
     """``"direct"`` or ``"fft"``, whichever the cost model predicts to be faster."""
-    direct = direct_seconds(n_batch, c_in, c_out, groups, kernel, geo)
+    direct = direct_seconds(n_batch, c_in, c_out, groups, kernel, geo, itemsize)
     fft = fft_seconds(n_batch, c_in, c_out, groups, kernel, geo)
     return "fft" if fft < direct else "direct"
 
 
 def direct_seconds(
-    n_batch: int, c_in: int, c_out: int, groups: int, kernel: tuple[int, int], geo: ConvGeometry
+    n_batch: int,
+    c_in: int,
+    c_out: int,
+    groups: int,
+    kernel: tuple[int, int],
+    geo: ConvGeometry,
+    itemsize: int = 4,
 ) -> float:
     """Predicted time of :func:`conv2d_direct`: GEMM, im2col copy and output traffic.
 
@@ -624,11 +672,9 @@ def direct_seconds(
     c_in_g, c_out_g = c_in // groups, c_out // groups
     k = c_in_g * kernel[0] * kernel[1]
     copies = k
-    if uses_row_taps(c_in_g, c_out_g, kernel, geo):
-        reach = (kernel[0] - 1) * geo.h.dilation
-        rows = max(
-            1, _row_tap_rows(c_in_g * kernel[1], c_out_g, kernel[0], reach, geo.w.size_out, 4)
-        )
+    chunk = row_tap_chunk(n_batch, groups, c_in_g, c_out_g, kernel, geo, itemsize)
+    if chunk is not None:
+        rows, reach = chunk[0], (kernel[0] - 1) * geo.h.dilation
         copies = c_in_g * kernel[1] * (rows + reach) / rows
     positions = n_batch * groups * geo.h.size_out * geo.w.size_out
     per_position = k * c_out_g * _DIRECT_PER_MAC + copies * _DIRECT_PER_COPY

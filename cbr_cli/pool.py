@@ -167,6 +167,9 @@ class WorkerPool(Generic[T]):
             return
         import multiprocessing
 
+        from cbr_cli._convolve import stop_helpers
+
+        stop_helpers()  # the engines' helper threads, if an op already ran in this process
         method = "fork" if sys.platform.startswith("linux") else "spawn"
         threads = max(1, default_jobs() // self.jobs)
         self._executor = ProcessPoolExecutor(

@@ -117,3 +117,74 @@ def test_a_forked_child_gets_a_pool_of_its_own() -> None:
     child.join(timeout=60)
     assert child.exitcode == 0
     assert queue.get(timeout=5) == 16 * 9
+
+
+def test_calls_from_several_threads_at_once_with_different_pool_sizes() -> None:
+    """A call that grows the helper pool must not break a call just submitting to it."""
+    _convolve.set_threads(8)
+    errors: list[BaseException] = []
+    complete: list[bool] = []
+    start = threading.Barrier(7)
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+
+    def user(tasks: int) -> None:
+        start.wait()
+        try:
+            for _ in range(3):
+                done: list[int] = []
+                run_tasks(range(tasks), lambda task, _, done=done: done.append(task), list)
+                complete.append(sorted(done) == list(range(tasks)))
+        except BaseException as exc:  # collected for the assertion below
+            errors.append(exc)
+
+    try:
+        users = [threading.Thread(target=user, args=(n,)) for n in range(2, 9)]
+        for thread in users:
+            thread.start()
+        for thread in users:
+            thread.join(timeout=60)
+    finally:
+        sys.setswitchinterval(previous)
+    assert errors == []
+    assert complete == [True] * 21  # every call ran each of its tasks exactly once
+
+
+def test_no_task_still_runs_when_run_tasks_raises() -> None:
+    """One helper fails while another is in a slow task: the call waits for it."""
+    _convolve.set_threads(3)
+    caller = threading.current_thread()
+    lock = threading.Lock()
+    state = {"failed": False, "running": 0}
+
+    def run(task: int, _: object) -> None:
+        if threading.current_thread() is caller:
+            threading.Event().wait(0.01)
+            return
+        with lock:
+            first = not state["failed"]
+            state["failed"] = True
+        if first:
+            threading.Event().wait(0.05)
+            raise ValueError("helper failed")
+        with lock:
+            state["running"] += 1
+        threading.Event().wait(0.3)
+        with lock:
+            state["running"] -= 1
+
+    with pytest.raises(ValueError, match="helper failed"):
+        run_tasks(range(100), run, lambda: None)
+    assert state["running"] == 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork is Linux's start method")
+def test_worker_pool_ends_the_helpers_before_it_forks() -> None:
+    """``cbr batch`` forks its workers: no helper thread may exist at that moment."""
+    from cbr_cli.pool import WorkerPool
+
+    conv2d(np.ones((1, 16, 12, 12), np.float32), np.ones((4, 16, 3, 3), np.float32))
+    assert any(t.name.startswith("cbr-engine") for t in threading.enumerate())
+    with WorkerPool(2, None) as pool:
+        pool.start()
+        assert not any(t.name.startswith("cbr-engine") for t in threading.enumerate())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cbr_cli.ops import batch_norm, leaky_relu, relu
+from cbr_cli.ops import batch_norm, channel_mean_var, leaky_relu, relu
 
 # ----------------------------------------------------------- batch_norm: by hand
 
@@ -240,3 +240,24 @@ def test_not_inplace_leaves_input_alone() -> None:
     for out in (relu(x), leaky_relu(x), leaky_relu(x, 0.3)):
         assert not np.shares_memory(out, x)
     np.testing.assert_array_equal(x, before)
+
+
+def test_variance_over_many_small_planes_with_a_large_mean() -> None:
+    """Each (sample, channel) plane is a block of 91 values (not a power of two): every
+    block's mean must be exact for the merged variance to be, whatever the rounding of
+    its float32 rough mean.  (Adding the correction to the unrounded mean was off by
+    1.1e-4 here.)  The deviations are exact in float32, so 1e-9 leaves room only for
+    the float64 merge."""
+    rng = np.random.default_rng(0)
+    x = (1000 + 0.01 * rng.standard_normal((8, 3, 7, 13))).astype(np.float32)
+    exact = x.astype(np.float64)
+    mean, var = channel_mean_var(x)
+    np.testing.assert_allclose(mean, exact.mean(axis=(0, 2, 3)), rtol=1e-12)
+    np.testing.assert_allclose(var, exact.var(axis=(0, 2, 3)), rtol=1e-9)
+
+
+@pytest.mark.parametrize("activation", [relu, leaky_relu])
+def test_activations_of_empty_arrays(activation) -> None:
+    x = np.zeros((0, 3, 4), np.float32)
+    out = activation(x)
+    assert out.shape == (0, 3, 4) and out.dtype == np.float32

@@ -246,8 +246,8 @@ SMALLEST_CHUNKS = {
 # budget; "full im2col" never takes them.  The defaults pick by GEMM depth, which the
 # tiny cases drawn here never reach.
 DIRECT_PATHS = {
-    "row taps": {"ROW_TAP_MIN_K": 1, "ROW_TAP_MIN_ROWS": 0},
-    "full im2col": {"ROW_TAP_MIN_K": 10**9, "ROW_TAP_MIN_ROWS": 0},
+    "row taps": {"ROW_TAP_MIN_K": 1, "ROW_TAP_MIN_ROWS": 0, "ROW_TAP_MIN_COLUMNS": 0},
+    "full im2col": {"ROW_TAP_MIN_K": 10**9},
 }
 
 
@@ -273,23 +273,32 @@ def test_conv2d_row_taps_match_reference(case: ConvCase) -> None:
 
 
 @pytest.mark.parametrize(
-    ("c_in_g", "kernel", "stride_h", "width", "expected"),
+    ("c_in_g", "kernel", "stride_h", "size", "batch", "expected"),
     [
-        (64, (3, 3), 1, 256, True),  # deep: 11 rows per chunk
-        (11, (3, 3), 1, 256, True),  # K = 33
-        (10, (3, 3), 1, 256, False),  # K = 30 < ROW_TAP_MIN_K
-        (5, (7, 7), 1, 256, True),
-        (64, (3, 3), 2, 256, False),  # strided rows
-        (1, (3, 64), 1, 256, False),  # one channel per group
-        (12, (13, 13), 1, 512, False),  # not one whole row fits the budget
-        (16, (13, 13), 1, 256, True),  # 6 rows
+        (64, (3, 3), 1, (256, 256), 1, (11, 256)),  # deep: (4096 - 192*2) // (192 + 128)
+        (11, (3, 3), 1, (256, 256), 1, (73, 256)),  # K = 33: (4096 - 33*2) // (33 + 22)
+        (10, (3, 3), 1, (256, 256), 1, None),  # K = 30 < ROW_TAP_MIN_K
+        (5, (7, 7), 1, (256, 256), 1, (86, 256)),  # (4096 - 35*6) // (35 + 10)
+        (64, (3, 3), 2, (256, 256), 1, None),  # strided rows
+        (1, (3, 64), 1, (256, 256), 1, None),  # one channel per group
+        (12, (13, 13), 1, (256, 512), 1, None),  # not one whole row fits the budget
+        (16, (13, 13), 1, (256, 256), 1, (6, 256)),  # (4096 - 208*12) // (208 + 32)
+        (64, (3, 3), 1, (64, 64), 1, (32, 64)),  # half the rows each, for two threads
+        (64, (3, 3), 1, (64, 64), 2, (50, 64)),  # a sample each: (16384 - 384) // 320
+        (128, (3, 3), 1, (24, 24), 2, None),  # 24 x 24 < ROW_TAP_MIN_COLUMNS
+        (64, (3, 3), 1, (40, 40), 1, None),  # 20 x 40, for two threads
     ],
 )
-def test_row_taps_are_chosen_by_depth_stride_and_rows(
-    c_in_g, kernel, stride_h, width, expected
-) -> None:
-    geo = conv2d_geometry((256, width), kernel, (stride_h, 1), "same" if stride_h == 1 else 1)
-    assert _convolve.uses_row_taps(c_in_g, c_in_g, kernel, geo) is expected
+def test_row_tap_chunks(c_in_g, kernel, stride_h, size, batch, expected) -> None:
+    """Row taps: stride 1, depth C_in/groups * kW >= 32, 2+ whole rows, 1024+ positions;
+    as many rows as 4 MiB hold (band, output, partial sum), a chunk per thread."""
+    _convolve.set_threads(2)
+    try:
+        geo = conv2d_geometry(size, kernel, (stride_h, 1), "same" if stride_h == 1 else 1)
+        chunk = _convolve.row_tap_chunk(batch, 1, c_in_g, c_in_g, kernel, geo)
+    finally:
+        _convolve.set_threads(None)
+    assert chunk == expected
 
 
 def check_against_reference(case: ConvCase) -> None:
