@@ -19,11 +19,11 @@ loops over pixels:
 
 Threads.  The direct engine splits its chunks over :func:`thread_count` threads (the
 caller and helpers kept between calls; numpy releases the GIL in BLAS and in copies),
-each with its own scratch buffer, and
-holds BLAS single-threaded meanwhile: on 2 cores that was 1.1-3x faster than letting
-OpenBLAS thread each chunk's GEMM, because the im2col copies run in parallel too and
-OpenBLAS's fork/join per call costs about as much as a small GEMM.  The FFT engine
-passes the same count to ``scipy.fft`` as ``workers``.
+each with its own scratch buffer, and holds BLAS single-threaded meanwhile: on 2 cores
+that was 1.1-3x faster than letting OpenBLAS thread each chunk's GEMM, because the
+im2col copies run in parallel too and OpenBLAS's fork/join per call costs about as
+much as a small GEMM.  The FFT engine passes the same count to ``scipy.fft`` as
+``workers``.
 
 :func:`choose_method` picks the engine for ``method="auto"`` from a cost model whose
 constants were measured on a 2-vCPU AVX-512 machine (see the comments there).
@@ -393,16 +393,15 @@ def _row_taps(
         b = min(c0 + w, (width - 1 - offset) // sw + 1)
         return a, max(a, b)
 
-    def run(task: tuple[int, int, int, int], scratch: list[Any]) -> None:
+    def run(task: tuple[int, int, int, int], scratch: _RowTapScratch) -> None:
         n, g, r0, c0 = task
-        buffer, partial = scratch[0], scratch[1]
         r, w = min(rows, ho - r0), min(cols, wo - c0)
         band = r + reach
-        taps = buffer[: k * band * w].reshape(c_in_g, kw, band, w)
-        if scratch[2] != (band, w, c0):
+        taps = scratch.taps[: k * band * w].reshape(c_in_g, kw, band, w)
+        if scratch.layout != (band, w, c0):
             # Columns that read the left/right padding: zero once for this layout;
             # the copies below never write them.
-            scratch[2] = (band, w, c0)
+            scratch.layout = (band, w, c0)
             for j in range(kw):
                 a, b = valid(j, c0, w)
                 taps[:, j, :, : a - c0] = 0
@@ -427,16 +426,27 @@ def _row_taps(
             target = out_rows[n, g, :, r0 * wo : (r0 + r) * wo]
         np.matmul(wrows[g, 0], matrix[:, : r * w], out=target)
         for i in range(1, kh):
-            tmp = partial[: c_out_g * r * w].reshape(c_out_g, r * w)
+            tmp = scratch.partial[: c_out_g * r * w].reshape(c_out_g, r * w)
             np.matmul(wrows[g, i], matrix[:, i * dh * w : (i * dh + r) * w], out=tmp)
             target += tmp
 
-    def scratch() -> list[Any]:
-        size = k * (rows + reach) * cols
-        partial = np.empty(c_out_g * rows * cols if kh > 1 else 0, dtype=x.dtype)
-        return [np.empty(size, dtype=x.dtype), partial, None]
+    def scratch() -> _RowTapScratch:
+        return _RowTapScratch(
+            np.empty(k * (rows + reach) * cols, dtype=x.dtype),
+            np.empty(c_out_g * rows * cols if kh > 1 else 0, dtype=x.dtype),
+        )
 
     run_tasks(tasks, run, scratch)
+
+
+@dataclass
+class _RowTapScratch:
+    """One thread's buffers for :func:`_row_taps`: the band of taps, a partial sum, and
+    the (band rows, columns, first column) layout whose padding columns are zeroed."""
+
+    taps: np.ndarray
+    partial: np.ndarray
+    layout: tuple[int, int, int] | None = None
 
 
 def _im2col(
