@@ -19,8 +19,9 @@ Every configuration runs the same float32 pipeline three ways:
 
 cbr and torch run alternately, one after the other in each of ``--repeat`` rounds
 after a warm-up, so that load from other processes hits both alike; the table shows
-median times and the median of the per-round ratios.  ``conv`` and ``bn+relu`` are
-the two halves of cbr's pipeline timed on their own (medians, same repeats).
+median times and the median of the per-round ratios (with the lowest and highest
+round, and the issue's target for that ratio).  ``conv`` and ``bn+relu`` are the two
+halves of cbr's pipeline timed on their own (medians, same repeats).
 """
 
 from __future__ import annotations
