@@ -397,10 +397,12 @@ def _normalize(
 def _blockwise(
     x: np.ndarray,
     out: np.ndarray,
-    apply: Callable[[np.ndarray, np.ndarray, np.ndarray], None],
+    apply: Callable[[np.ndarray, np.ndarray, np.ndarray | None], None],
+    scratch: bool = False,
 ) -> None:
-    """``apply(x_block, out_block, scratch)`` over cache-sized stretches of C-ordered
-    arrays, on all cores; ``scratch`` is a block-sized buffer of the thread's own.
+    """``apply(x_block, out_block, buffer)`` over cache-sized stretches of C-ordered
+    arrays, on all cores; ``buffer`` is a block-sized array of the thread's own if
+    ``scratch``, else None.
 
     Elementwise passes are memory-bound; one thread cannot saturate the memory bus.
     """
@@ -408,8 +410,8 @@ def _blockwise(
     step = max(1, min(flat_in.size, _BN_BLOCK))
     run_tasks(
         range(0, flat_in.size, step),
-        lambda s, scratch: apply(flat_in[s : s + step], flat_out[s : s + step], scratch),
-        lambda: np.empty(step, x.dtype),
+        lambda s, buffer: apply(flat_in[s : s + step], flat_out[s : s + step], buffer),
+        (lambda: np.empty(step, x.dtype)) if scratch else (lambda: None),
     )
 
 
@@ -435,9 +437,10 @@ def leaky_relu(
         raise CbrError(f"negative_slope must be a finite number, but got {negative_slope!r}")
     slope = x.dtype.type(negative_slope)
     out = x if inplace else np.empty_like(x)
+    fast = bool(0 < slope <= 1)  # then max(x, slope * x) is the same, without a mask
 
-    def apply(a: np.ndarray, b: np.ndarray, scratch: np.ndarray) -> None:
-        if 0 < slope <= 1:  # then max(x, slope * x) is the same, without a mask
+    def apply(a: np.ndarray, b: np.ndarray, scratch: np.ndarray | None) -> None:
+        if scratch is not None:
             scaled = scratch[: a.size].reshape(a.shape)
             np.multiply(a, slope, out=scaled)
             np.maximum(a, scaled, out=b)
@@ -448,7 +451,7 @@ def leaky_relu(
         np.multiply(a, slope, out=b, where=negative)
 
     if x.flags.c_contiguous:
-        _blockwise(x, out, apply)
+        _blockwise(x, out, apply, scratch=fast)
     else:  # a strided view: numpy passes over the whole array
-        apply(x, out, np.empty(x.size, x.dtype))
+        apply(x, out, np.empty(x.size, x.dtype) if fast else None)
     return out

@@ -261,3 +261,22 @@ def test_activations_of_empty_arrays(activation) -> None:
     x = np.zeros((0, 3, 4), np.float32)
     out = activation(x)
     assert out.shape == (0, 3, 4) and out.dtype == np.float32
+
+
+@pytest.mark.parametrize("slope", [0.01, 1.0, 0.0, -0.5, 2.0])
+@pytest.mark.parametrize("inplace", [False, True])
+@pytest.mark.parametrize("layout", ["contiguous", "strided"])
+def test_leaky_relu_matches_its_definition(slope: float, inplace: bool, layout: str) -> None:
+    """Both code paths (max(x, slope*x) for 0 < slope <= 1, a mask otherwise), on
+    contiguous arrays (blockwise, several blocks) and strided views, against
+    ``where(x > 0, x, slope * x)`` computed independently."""
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal((2, 3, 300, 200)).astype(np.float32)
+    x = base if layout == "contiguous" else base[:, :, ::2, ::-1]
+    expected = np.where(x > 0, x, np.float32(slope) * x)
+    before = x.copy()
+    out = leaky_relu(x, slope, inplace=inplace)
+    np.testing.assert_array_equal(out, expected)
+    assert np.shares_memory(out, x) is inplace
+    if not inplace:
+        np.testing.assert_array_equal(x, before)
