@@ -17,6 +17,7 @@ statistics record it too. Every file is written atomically (temporary file + ren
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -288,8 +289,22 @@ def run_apply(
     """Run ``spec`` on the images at ``paths`` and write every output under ``options.out_dir``.
 
     Images are processed one at a time unless a ``mode: batch`` BN couples them, in
-    which case they form one batch (and must share a size, or use ``resize``).
+    which case they form one batch (and must share a size, or use ``resize``). OUT is
+    locked (:func:`cbr_cli.outlock.out_lock`) from its creation to the end: a
+    concurrent run into the same OUT is refused.
     """
+    with contextlib.ExitStack() as held:  # the lock on OUT, once it is taken
+        return _run_apply(paths, spec, options, on_image, held)
+
+
+def _run_apply(
+    paths: Sequence[str],
+    spec: PipelineSpec,
+    options: ApplyOptions,
+    on_image: Callable[[ImageRecord], None] | None,
+    held: contextlib.ExitStack,
+) -> ApplyResult:
+    from cbr_cli.outlock import out_lock
     from cbr_cli.output import ensure_dir, write_json
     from cbr_cli.resume import clear_outputs
 
@@ -324,6 +339,7 @@ def run_apply(
     warnings = list(dict.fromkeys(w.message for s in stacks.values() if s for w in s.warnings))
     layers = build_layers(spec, int(pixels[0].shape[0]))  # config errors before any write
     out_root = ensure_dir(options.out_dir)
+    held.enter_context(out_lock(out_root))
     records: list[ImageRecord] = []
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
         for group in groups:

@@ -10,6 +10,8 @@ Steps
    folder that mixes gray and colour images is read as RGB, else every image as
    stored. A config that does not fit the channels, or (when every image reaches the
    first layer at one size) the size, is one error before anything is written.
+   Then OUT is locked (:mod:`cbr_cli.outlock`): a second run into the same OUT is
+   refused before it reads, cleans or writes anything there.
 3. Dataset-wide BN: with a ``mode: batch`` BN, compute its statistics over the whole
    folder first (:func:`cbr_cli.calibrate.dataset_bn_stats`, cached in
    ``OUT/bn_stats.json`` for reruns on the same inputs), then give them to every image:
@@ -311,11 +313,19 @@ def run_batch(
     KeyboardInterrupt
         After stopping the workers and removing the in-flight images' files.
     """
-    from cbr_cli.batch_reports import write_reports
+    from cbr_cli.outlock import out_lock
     from cbr_cli.output import ensure_dir
 
     run = _Run(os.fspath(in_dir), spec, options, on_progress)
     ensure_dir(run.out_root)
+    with out_lock(options.out_dir):  # before anything in OUT is read, cleaned or written
+        return _locked_run(run, os.fspath(in_dir), spec, options)
+
+
+def _locked_run(run: _Run, in_dir: str, spec: PipelineSpec, options: BatchOptions) -> BatchResult:
+    """The part of :func:`run_batch` that reads and writes OUT (holding its lock)."""
+    from cbr_cli.batch_reports import write_reports
+
     clean_temp_files(run.out_root)
     if not needs_whole_batch(spec):  # an earlier run's, with another pipeline
         with contextlib.suppress(FileNotFoundError):
