@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from cbr_cli.apply import ApplyOptions, process_image
-from cbr_cli.calibrate import dataset_bn_stats
+from cbr_cli.calibrate import batch_bn_layers, dataset_bn_stats
 from cbr_cli.discover import ImageJob, check_overlap, discover, plan_outputs
 from cbr_cli.errors import CbrError
 from cbr_cli.folder import RunSetup, check_config, failure_reason, scan_folder
@@ -92,6 +92,8 @@ class BatchResult:
     failures: list[tuple[str, str]]
     files: dict[str, str]
     stopped: bool = False
+    warnings: list[str] = field(default_factory=list)
+    """One line each: state files in OUT that were not as cbr writes them (ignored)."""
 
     def count(self, status: str) -> int:
         return sum(1 for s in self.status.values() if s == status)
@@ -150,6 +152,19 @@ def run_key(
     )
 
 
+def stages_written(spec: PipelineSpec) -> list[tuple[str, str, int]]:
+    """``(layer, stage, channels)`` of every stage an image's marker lists, in order."""
+    stages = []
+    for layer in spec.layers:
+        channels = layer.conv.out_channels
+        stages.append((layer.name, "conv", channels))
+        if layer.bn is not None:
+            stages.append((layer.name, "bn", channels))
+        if layer.activation != "none":
+            stages.append((layer.name, "act", channels))
+    return stages
+
+
 @contextlib.contextmanager
 def _sigint_ignored() -> Iterator[None]:
     """Finish clean-up even if Ctrl-C is pressed again."""
@@ -196,6 +211,7 @@ class _Run:
         self.status: dict[int, str] = {}
         self.failures: dict[int, str] = {}
         self.stopped = False
+        self.warnings: list[str] = []
         scan = scan_folder(spec, [job.path for job in self.jobs], options.output.resize)
         self.color = scan.color
         self.setup = RunSetup(spec, self.color, options.output)
@@ -203,10 +219,9 @@ class _Run:
 
     def calibrate(self, pool: WorkerPool[Any]) -> BatchStats | None:
         """Dataset-wide statistics of the batch-mode BN layers (cached in OUT)."""
-        import json
-
         from cbr_cli import __version__
         from cbr_cli.output import write_json
+        from cbr_cli.statefiles import read_bn_cache
 
         plain = self.spec.to_plain()
         key = digest(
@@ -223,9 +238,11 @@ class _Run:
         by_rel = {job.rel: job.index for job in self.jobs}
         data = None
         if not self.options.force:
-            with contextlib.suppress(OSError, ValueError):
-                data = json.loads(cache.read_text(encoding="utf-8"))
-        if not isinstance(data, dict) or data.get("key") != key:
+            layers = [self.spec.layers[i] for i in batch_bn_layers(self.spec)]
+            channels = {layer.name: layer.conv.out_channels for layer in layers}
+            data, problem = read_bn_cache(cache, key, channels, list(by_rel))
+            self.warnings += [problem] if problem else []
+        if data is None:
             result = dataset_bn_stats(
                 [job.path for job in self.jobs],
                 self.spec,
@@ -261,6 +278,7 @@ class _Run:
 
     def process(self, pool: WorkerPool[Any], stats: BatchStats | None) -> None:
         key = run_key(self.spec, self.color, self.options.output, stats)
+        self.stages = stages_written(self.spec)
         todo = []
         for job in self.jobs:
             if job.index in self.failures:
@@ -268,7 +286,9 @@ class _Run:
                     clear_outputs(job.folder, self.out_root, remove_empty=True)
                 continue
             fingerprint = image_fingerprint(key, job.path)
-            if not self.options.force and finished(job.folder, fingerprint, self.out_root):
+            if not self.options.force and finished(
+                job.folder, fingerprint, self.out_root, self.stages, self.warnings.append
+            ):
                 self.status[job.index] = "skipped"
             else:
                 todo.append((job, fingerprint, self.out_root, stats))
@@ -354,4 +374,6 @@ def _locked_run(run: _Run, in_dir: str, spec: PipelineSpec, options: BatchOption
         options,
         bn_stats=BN_STATS_FILE if needs_whole_batch(spec) else None,
     )
-    return BatchResult(run.out_root, status, failures, files, stopped=run.stopped)
+    return BatchResult(
+        run.out_root, status, failures, files, stopped=run.stopped, warnings=run.warnings
+    )

@@ -121,6 +121,8 @@ def batch(
         raise _interrupted(
             f"finished images are kept in {out}; run the same command again to resume"
         ) from None
+    for warning in result.warnings:  # after the progress display is gone
+        sys.stderr.write(f"warning: {warning}\n")
     _print_batch(result)
     raise typer.Exit(1 if result.failures else 0)
 

@@ -36,6 +36,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,26 +104,59 @@ def image_fingerprint(run_key: str, path: str) -> str | None:
     return None if stat is None else digest({"run": run_key, "input": stat})
 
 
+def load_marker(
+    folder: str | os.PathLike[str],
+    fingerprint: str | None = None,
+    stages: Sequence[tuple[str, str, int]] | None = None,
+) -> tuple[dict[str, Any] | None, str | None]:
+    """The done-marker of an image folder if it is one as cbr writes it, and a warning.
+
+    ``(marker, None)`` for a valid marker, ``(None, None)`` if there is none, and
+    ``(None, warning)`` (one line naming the file) for a file that is not a marker as
+    cbr writes it (:func:`cbr_cli.statefiles.check_marker`; ``fingerprint`` and
+    ``stages`` as there): the image counts as unfinished.
+    """
+    from cbr_cli.statefiles import check_marker, load
+
+    path = Path(folder) / MARKER
+    data, problem = load(path)
+    if problem is None and data is not None:
+        problem = check_marker(data, MARKER_FORMAT, fingerprint, stages)
+        if problem is None:
+            return data, None
+    if problem is None:
+        return None, None
+    return None, f"{path}: {problem}; ignored: the image is redone"
+
+
 def read_marker(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The done-marker of an image folder, or None if missing or unreadable."""
-    try:
-        with open(Path(folder) / MARKER, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and data.get("format") == MARKER_FORMAT else None
+    """The done-marker of an image folder, or None if missing or not a valid marker."""
+    return load_marker(folder)[0]
 
 
-def finished(folder: str | os.PathLike[str], fingerprint: str | None, out_root: str) -> bool:
-    """True if ``folder`` holds a matching marker and every file it lists is there."""
+def finished(
+    folder: str | os.PathLike[str],
+    fingerprint: str | None,
+    out_root: str,
+    stages: Sequence[tuple[str, str, int]] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> bool:
+    """True if ``folder`` holds a matching marker and every file it lists is there.
+
+    ``stages`` (layer, stage, channels) are what the pipeline writes: a marker with the
+    current fingerprint must list exactly these. ``warn`` is called with a one-line
+    warning if the marker file is not one as cbr writes it.
+    """
     if fingerprint is None:
         return False
-    marker = read_marker(folder)
-    if marker is None or marker.get("fingerprint") != fingerprint:
+    marker, problem = load_marker(folder, fingerprint, stages)
+    if problem is not None and warn is not None:
+        warn(problem)
+    if marker is None or marker["fingerprint"] != fingerprint:
         return False
     listed = [Path(folder) / "input.png"]
-    for stage in marker.get("image", {}).get("stages", []):
-        for value in stage.get("files", {}).values():
+    for stage in marker["image"]["stages"]:
+        for value in stage["files"].values():
             names = value if isinstance(value, list) else [value]
             listed.extend(Path(out_root) / name for name in names)
     for path in listed:
