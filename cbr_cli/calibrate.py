@@ -61,6 +61,7 @@ folder's headers), compute the statistics, write the calibrated YAML.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -431,16 +432,45 @@ def calibrated_plain(
     return plain
 
 
+_NOT_IN_COMMENT = re.compile(
+    "[^\t\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]"
+)
+"""What a YAML comment cannot hold: control characters (ESC, DEL, C1), line breaks
+(``\\r``, NEL, U+2028/9), lone surrogates (undecodable bytes in a file name), the BOM and
+non-characters. YAML 1.1's printable set minus its line breaks; the BOM is invisible."""
+
+
+def comment_text(text: str) -> str:
+    """``text`` with every character a YAML comment cannot hold written as an escape.
+
+    ``\\xNN`` or ``\\uNNNN`` (Python's notation), so a folder named ``a<ESC>b`` reads
+    ``a\\x1bb``, and a byte of a file name that is not UTF-8 reads as that byte
+    (``caf\\xe9``); everything else, non-ASCII letters too, stays as is.
+    """
+    return _NOT_IN_COMMENT.sub(lambda m: _escaped(m.group()), text)
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)  # below 0x10000: every character above is allowed
+    if 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's stand-in for an undecodable byte
+        code -= 0xDC00
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
 def write_pipeline_yaml(path: str | os.PathLike[str], plain: dict[str, Any], header: str) -> None:
     """Write config data as YAML (``header`` as ``#`` comment lines), atomically.
 
     Floats are written with ``repr``, so they load back to the same float64 values.
+    ``header`` is split at ``\\n`` only; any other character a comment cannot hold is
+    escaped (:func:`comment_text`). Strings in ``plain`` are quoted and escaped by the
+    YAML emitter (ASCII output), so every written file reads back to ``plain``.
     """
     import yaml
 
     from cbr_cli.output import atomic_writer
 
-    comment = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines())
+    lines = [comment_text(line) for line in header.split("\n")]
+    comment = "".join(f"# {line}\n" if line else "#\n" for line in lines)
     text = yaml.safe_dump(plain, sort_keys=False, default_flow_style=None, width=100)
     with atomic_writer(path, "w") as f:
         f.write(comment + text)
@@ -612,8 +642,8 @@ def _header(
         )
     lines = [
         f"Calibrated by cbr {__version__} (cbr calibrate) from {images} images in "
-        f"{os.path.abspath(in_dir)}" + (f" ({failed} failed)" if failed else ""),
-        f"Pipeline: {spec.source}",
+        f"{comment_text(os.path.abspath(in_dir))}" + (f" ({failed} failed)" if failed else ""),
+        f"Pipeline: {comment_text(spec.source)}",
         f"BatchNorm statistics: {how}.",
     ]
     if options.resize is not None:
