@@ -42,7 +42,9 @@ Glob = Annotated[
 Jobs = Annotated[
     Optional[str],
     typer.Option(
-        "--jobs", "-j", metavar="INTEGER", help="Worker processes (default: CPUs available).",
+        "--jobs", "-j", metavar="INTEGER",
+        help="Worker processes (default: CPUs available; at most 4 per CPU: more only add "
+        "memory and contention).",
         rich_help_panel=FOLDER,
     ),
 ]  # fmt: skip

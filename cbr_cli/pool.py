@@ -69,6 +69,21 @@ def default_jobs() -> int:
     return thread_count()
 
 
+JOBS_PER_CPU = 4
+"""Most worker processes per CPU :func:`max_jobs` allows. Each worker is CPU-bound
+(decoding, convolutions, PNG encoding) and holds its own copy of the built layers and
+an image's feature maps: beyond one per CPU, more workers only time-share the cores,
+and they add memory and contention. A small multiple still covers workers that wait on
+a slow disk; 4 is that margin, not a speed-up."""
+
+
+def max_jobs() -> int:
+    """The largest ``--jobs``: :data:`JOBS_PER_CPU` per CPU this process may use."""
+    affinity = getattr(os, "sched_getaffinity", None)  # the CPUs this process may run on
+    cpus = len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+    return JOBS_PER_CPU * max(1, cpus)
+
+
 def resolve_jobs(jobs: int | None, tasks: int) -> int:
     """Worker processes for ``tasks`` tasks: ``jobs`` (default :func:`default_jobs`),
     at most one per task, at least one.
@@ -76,10 +91,17 @@ def resolve_jobs(jobs: int | None, tasks: int) -> int:
     Raises
     ------
     CbrError
-        ``jobs`` is given and not positive.
+        ``jobs`` is given and not positive, or more than :func:`max_jobs` (refused, not
+        clamped: ``-j 400`` for ``-j 40`` is a typo worth hearing about, and leaving
+        ``--jobs`` out already means "the CPUs available" on any machine).
     """
     if jobs is not None and jobs < 1:
         raise CbrError(f"--jobs: expected a positive integer (got {jobs})")
+    if jobs is not None and jobs > max_jobs():
+        raise CbrError(
+            f"--jobs: expected at most {max_jobs()}, {JOBS_PER_CPU} per CPU available "
+            f"(got {jobs}); more worker processes only add memory and contention"
+        )
     return max(1, min(jobs or default_jobs(), tasks))
 
 
