@@ -17,6 +17,7 @@ not hang the run, ``/dev/zero`` does not fill memory).
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -103,6 +104,8 @@ def load(path: str | os.PathLike[str]) -> tuple[dict[str, Any] | None, str | Non
     except FileNotFoundError:
         return None, None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return None, "a symbolic link (not followed)"
         return None, f"cannot open it ({exc.strerror or exc})"
     try:
         with os.fdopen(fd, "rb") as f:

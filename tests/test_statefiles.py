@@ -177,7 +177,17 @@ BN_EDITS = {
         "layers: expected layer1, got layer1, extra",
     ),
 }
+
+
+def symlink_elsewhere(path: Path) -> None:
+    out = next(parent for parent in path.parents if parent.name == "out")
+    target = out.parent / "elsewhere.json"
+    path.replace(target)  # the real content, outside OUT: not read through the link
+    path.symlink_to(target)
+
+
 RAW_EDITS = {
+    "a symlink": (symlink_elsewhere, "a symbolic link (not followed)"),
     "not JSON": (write_bytes(b'{"format": 1,'), "not valid JSON"),
     "not UTF-8": (write_bytes(b'{"key": "\xff"}'), "not UTF-8 text"),
     "a FIFO": (make_fifo, "not a regular file"),
