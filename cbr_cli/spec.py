@@ -287,8 +287,16 @@ def _path(value: Value, suffix: str = ".npy") -> str:
     path = os.path.join(value.base_dir, os.path.expanduser(value.data))
     if not path.lower().endswith(suffix):
         raise value.error(f"expected a {suffix} file (got {value.data!r})")
-    if not os.path.isfile(path):
-        raise value.error(f"file not found (got {value.data!r}, looked for {path})")
+    from cbr_cli.readfile import not_regular_reason
+
+    try:
+        reason = not_regular_reason(os.stat(path).st_mode)
+    except FileNotFoundError:
+        reason = "file not found"
+    except OSError as exc:
+        reason = f"cannot read it ({exc.strerror or exc})"
+    if reason is not None:
+        raise value.error(f"{reason} (got {value.data!r}, looked for {path})")
     return os.path.normpath(path)
 
 

@@ -9,7 +9,15 @@ Line and column numbers are counted by hand from the YAML text of each case.
 from __future__ import annotations
 
 import math
+import os
+import re
+import resource
+import subprocess
+import sys
 import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -384,6 +392,111 @@ def test_config_larger_than_the_limit_is_refused(workdir: Path) -> None:
     assert_one_line_error(run_config(text), "c.yaml: config file is larger than")
 
 
+# Characters YAML forbids (YAML 1.1 allows tab, line breaks and printable characters):
+# (text, line, column of the bad character, its code point). Counted by hand.
+FORBIDDEN_CHARACTERS = {
+    "NUL byte": (CONV2 + "\x00\n", 4, 1, "U+0000"),
+    "ESC in a quoted name": ('layers:\n  - name: "a\x1bb"\n', 2, 13, "U+001B"),
+    "BEL in a comment": ("layers: # \x07\n", 1, 11, "U+0007"),
+    "DEL": ("layers:\n  - conv: {out_channels: 2}\x7f\n", 2, 28, "U+007F"),
+    "C1 control (UTF-8 encoded)": ("layers:\n  - \u0090\n", 2, 5, "U+0090"),
+    "after CRLF line ends": (
+        "layers:\r\n  - conv: {out_channels: 2}\r\n  \x00\r\n",
+        3,
+        3,
+        "U+0000",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "column", "code"), FORBIDDEN_CHARACTERS.values(), ids=FORBIDDEN_CHARACTERS
+)
+def test_forbidden_character_is_one_line_with_line_and_column(
+    workdir: Path, text: str, line: int, column: int, code: str
+) -> None:
+    # PyYAML's ReaderError has a character offset and a two-line message.
+    assert_one_line_error(run_config(text), f"c.yaml:{line}:{column}: character ", code)
+
+
+def test_utf16_config_is_one_line_error_at_the_first_byte(workdir: Path) -> None:
+    text = (CONV2).encode("utf-16")  # starts with the BOM ff fe
+    assert_one_line_error(run_config(text), "c.yaml:1:1: config file is not UTF-8 text", "0xff")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "layers:\n  - conv: [1\n",  # parser: with a context ("while parsing a flow sequence")
+        "layers:\n  - conv: {out_channels: 2}\n  x\n y: 1\n",  # scanner
+        "layers:\n\t- conv: {}\n",  # a tab where indentation is expected
+        "layers: *missing\n",  # composer: undefined alias
+        "layers: [a, &x b, &x c]\nkey: [*x, *y]\n",
+    ],
+    ids=["parser", "scanner", "tab", "undefined alias", "second undefined alias"],
+)
+def test_every_yaml_syntax_error_is_one_line_with_line_and_column(workdir: Path, text: str) -> None:
+    line = assert_one_line_error(run_config(text), "c.yaml:")
+    assert re.match(r"error: c\.yaml:\d+:\d+: YAML syntax error: \S", line), line
+
+
+@pytest.mark.parametrize(
+    ("make", "what"),
+    [
+        (lambda p: os.mkfifo(p), "a FIFO"),
+        (lambda p: p.mkdir(), "a directory"),
+        (lambda p: os.symlink("/dev/null", p), "a character device"),
+    ],
+    ids=["fifo", "directory", "device"],
+)
+def test_config_that_is_not_a_regular_file_says_what_it_is(
+    workdir: Path, make: Callable[[Path], None], what: str
+) -> None:
+    make(workdir / "c.yaml")
+    result = runner.invoke(app, ["apply", "img.png", "-o", "out", "-c", "c.yaml"])
+    assert_one_line_error(result, f"c.yaml: is {what}, not a regular file")
+
+
+def run_cbr_limited(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``cbr ARGS`` in a subprocess with at most 2 GiB of address space and 60 s.
+
+    The limits make the unbounded reads this guards against fail (MemoryError, a
+    traceback) or time out instead of hanging the test run; both are generous for cbr.
+    """
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    return subprocess.run(
+        [sys.executable, "-m", "cbr_cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=limit,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ["fifo.yaml", "/dev/zero", "/dev/urandom"])
+def test_config_fifo_or_endless_device_fails_at_once(workdir: Path, config: str) -> None:
+    # Used to block in open() (a FIFO without a writer) or read until memory ran out.
+    os.mkfifo(workdir / "fifo.yaml")
+    start = time.monotonic()
+    try:
+        result = run_cbr_limited(["apply", "img.png", "-o", "out", "-c", config], workdir)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"cbr apply -c {config} hung")
+    assert time.monotonic() - start < 30
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    what = "a FIFO" if config == "fifo.yaml" else "a character device"
+    assert result.stderr == f"error: {config}: is {what}, not a regular file " + (
+        "(expected a YAML config file)\n"
+    )
+
+
 # ------------------------------------------------------------------ .npy files
 
 
@@ -459,6 +572,53 @@ def test_running_var_npy_with_a_negative_value(workdir: Path) -> None:
     assert_one_line_error(
         run_config(text), "c.yaml:4:38: layers[0].bn.running_var: running_var must be non-negative"
     )
+
+
+@pytest.mark.parametrize("key", ["weight", "bias"])
+@pytest.mark.parametrize(
+    ("make", "what"),
+    [
+        (lambda p: os.mkfifo(p), "a FIFO"),
+        (lambda p: p.mkdir(), "a directory"),
+        (lambda p: os.symlink("/dev/zero", p), "a character device"),
+    ],
+    ids=["fifo", "directory", "device"],
+)
+def test_npy_path_that_is_not_a_regular_file_says_what_it_is(
+    workdir: Path, make: Callable[[Path], None], what: str, key: str
+) -> None:
+    # It used to be "file not found" (os.path.isfile), which sends the user looking
+    # for a missing file.
+    make(workdir / "p.npy")
+    if key == "weight":
+        text, column = "layers:\n  - conv: {weight: p.npy}\n", 20
+    else:
+        text, column = "layers:\n  - conv: {out_channels: 2, bias: p.npy}\n", 35
+    assert_one_line_error(
+        run_config(text),
+        f"c.yaml:2:{column}: layers[0].conv.{key}: is {what}, not a regular file",
+        str(workdir / "p.npy"),
+    )
+
+
+def test_npy_data_beyond_the_checked_shape_is_not_read(workdir: Path, monkeypatch) -> None:
+    # The header is checked before the data is read: a running_mean.npy with a
+    # million values for a 2-channel layer is refused without loading them (even
+    # past the header-only check that normally catches it first).
+    write_npy(workdir / "m.npy", np.zeros(1_000_000, np.float32))
+    from cbr_cli.pipeline import resolve_param
+    from cbr_cli.spec import ParamSource
+
+    source = ParamSource(str(workdir / "m.npy"), "here")
+    monkeypatch.setattr(ParamSource, "check", lambda self, channels, what: None)
+    tracemalloc.start()
+    try:
+        with pytest.raises(CbrError, match=r"must have shape \(2,\) \(got \(1000000,\)\)"):
+            resolve_param(source, 2, "running_mean")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000  # the data alone is 4 MB
 
 
 # --------------------------------------------------------------- accepted values
