@@ -258,5 +258,10 @@ def _scalar(node: Any, where: str) -> Any:
         "tag:yaml.org,2002:null",
     ):
         constructor = yaml.SafeLoader.yaml_constructors[tag]
-        return constructor(yaml.SafeLoader(""), node)
+        try:
+            return constructor(yaml.SafeLoader(""), node)
+        except ValueError as exc:  # e.g. an int of more than Python's 4300 digits
+            reason = " ".join(str(exc).split(";")[0].split())
+            shown = repr(text) if len(text) <= 30 else f"{text[:12]!r}... ({len(text)} characters)"
+            raise CbrError(f"{where}: cannot read {shown} as a number ({reason})") from None
     raise CbrError(f"{where}: YAML tag {tag!r} is not allowed in a cbr config")

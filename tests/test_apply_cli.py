@@ -605,7 +605,9 @@ def test_kernel_too_large_for_the_image_names_the_layer(tmp_path: Path) -> None:
 
 def test_out_of_memory_is_a_one_line_error(tmp_path: Path) -> None:
     image = gray_png(tmp_path / "img.png", 6, 6)
-    result = cbr("apply", image, "-o", tmp_path / "out", "--out-channels", str(10**13))
+    # 65536 channels (the most a conv may have) x 3 stages of 1000x1000: ~730 GiB.
+    result = cbr("apply", image, "-o", tmp_path / "out", "--out-channels", "65536",
+                 "--resize", "1000x1000")  # fmt: skip
     one_line_error(result, "this run needs about", "GiB available", exit_code=1)
     assert not (tmp_path / "out").exists()
 

@@ -30,7 +30,7 @@ from cbr_cli.cli import app
 from cbr_cli.config import MAX_DEPTH, MAX_VALUES, Value, from_plain, load_yaml
 from cbr_cli.errors import CbrError
 from cbr_cli.flags import LayerFlags, build_spec
-from cbr_cli.spec import PipelineSpec, parse_pipeline
+from cbr_cli.spec import MAX_CHANNELS, MAX_SIDE, PipelineSpec, parse_pipeline
 
 runner = CliRunner()
 
@@ -783,6 +783,76 @@ def test_flag_errors_name_the_flag(case: str) -> None:
         build_spec(None, flags)
     assert message in info.value.message
     assert info.value.exit_code == 2
+
+
+# Integers out of range, from YAML and from flags: (command-line arguments, message).
+HUGE = "99999999999999999999"  # > 2**64: numpy raised OverflowError on it
+SIDE = f"expected a positive integer from 1 to {MAX_SIDE}"
+CHANNELS = f"expected a positive integer from 1 to {MAX_CHANNELS}"
+OUT_OF_RANGE = {
+    "kernel_size: 10**12": (
+        ["-c", "c.yaml"],
+        f"c.yaml:2:42: layers[0].conv.kernel_size: {SIDE} (got 1000000000000)",
+    ),
+    "--stride HUGE": (["--stride", HUGE], f"--stride: {SIDE} (got {HUGE})"),
+    "--stride 1xHUGE": (["--stride", f"1x{HUGE}"], f"--stride: {SIDE} (got {HUGE})"),
+    "--dilation HUGE --padding same": (
+        ["--dilation", HUGE, "--padding", "same"], f"--dilation: {SIDE} (got {HUGE})"
+    ),
+    "--padding HUGE": (
+        ["--padding", HUGE], f"--padding: expected a non-negative integer from 0 to {MAX_SIDE}"
+    ),
+    "--kernel-size 65537": (["--kernel-size", "65537"], f"--kernel-size: {SIDE} (got 65537)"),
+    "--out-channels HUGE": (["--out-channels", HUGE], f"--out-channels: {CHANNELS} (got {HUGE})"),
+    "--groups HUGE": (["--groups", HUGE], f"--groups: {CHANNELS} (got {HUGE})"),
+    "--seed 2**64": (
+        ["--out-channels", "2", "--seed", str(2**64)],
+        f"--seed: expected a non-negative integer from 0 to {2**64 - 1} (got {2**64})",
+    ),
+    "--resize HUGExHUGE": (["--resize", f"{HUGE}x{HUGE}"], "pixels is more than the"),
+    "--stride 2x(superscript 2)": (["--stride", "2x²"], "--stride: expected N or HxW"),
+    "--resize 2x(superscript 2)": (["--resize", "2x²"], "--resize: expected HxW with positive"),
+    "--stride with 5000 digits": (["--stride", "9" * 5000 + "x1"], "(5002 characters)"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "message"), OUT_OF_RANGE.values(), ids=OUT_OF_RANGE)
+def test_integers_are_bounded_when_parsed(workdir: Path, args: list[str], message: str) -> None:
+    # Each used to be a traceback (ValueError, OverflowError or TypeError from numpy).
+    Path("c.yaml").write_text("layers:\n  - conv: {out_channels: 2, kernel_size: 1000000000000}\n")
+    result = runner.invoke(app, ["apply", "img.png", "-o", "out", *args])
+    line = assert_one_line_error(result, "")
+    assert message in line, line
+
+
+def test_integer_beyond_pythons_digit_limit_in_yaml(workdir: Path) -> None:
+    text = "layers:\n  - conv: {out_channels: " + "9" * 5000 + "}\n"
+    assert_one_line_error(
+        run_config(text), "c.yaml:2:26: layers[0].conv.out_channels: cannot read", "as a number"
+    )
+
+
+@pytest.mark.parametrize(
+    "shape", [(0, 1, 3, 3), (2, 0, 3, 3), (2, 1, 0, 3), (2, 1, 3, 0)], ids=["O", "I", "kH", "kW"]
+)
+def test_weight_npy_with_a_zero_size_is_refused_before_any_output(workdir: Path, shape) -> None:
+    # 0 output channels used to pass validation and fail in render (a ValueError)
+    # after input.png was written.
+    write_npy(workdir / "w.npy", np.zeros(shape, np.float32))
+    assert_one_line_error(
+        run_config("layers:\n  - conv: {weight: w.npy}\n"),
+        "c.yaml:2:20: layers[0].conv.weight: every size of (out_channels, in_channels/groups, "
+        f"kH, kW) must be at least 1 (got shape {shape})",
+    )
+    assert not Path("out").exists()
+
+
+def test_batch_with_an_out_of_range_flag_is_one_error_and_no_worker_runs(workdir: Path) -> None:
+    Path("in").mkdir()
+    for name in ("a", "b", "c"):
+        Image.open("img.png").save(f"in/{name}.png")
+    result = runner.invoke(app, ["batch", "in", "-o", "out", "--jobs", "2", "--stride", HUGE])
+    assert_one_line_error(result, f"--stride: expected a positive integer from 1 to {MAX_SIDE}")
 
 
 # ------------------------------------------------------- flags overriding -c
