@@ -195,7 +195,8 @@ LOCATED = {
     ),
     "bn weight of wrong length": (
         CONV2 + "    bn:\n      weight: [1, 2, 3]\n",
-        5, 15, "layers[0].bn.weight", "expected 2 values for bn.weight, one per channel (got 3)",
+        5, 15, "layers[0].bn.weight",
+        "expected 2 values for bn.weight of layer 'layer1', one per channel (got 3)",
     ),
     "unknown activation": (
         CONV2 + "    activation: gelu\n",
