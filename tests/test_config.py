@@ -444,11 +444,10 @@ def test_every_yaml_syntax_error_is_one_line_with_line_and_column(workdir: Path,
 @pytest.mark.parametrize(
     ("make", "what"),
     [
-        (lambda p: os.mkfifo(p), "a FIFO"),
         (lambda p: p.mkdir(), "a directory"),
         (lambda p: os.symlink("/dev/null", p), "a character device"),
     ],
-    ids=["fifo", "directory", "device"],
+    ids=["directory", "device"],  # a FIFO: in a subprocess below (it used to hang)
 )
 def test_config_that_is_not_a_regular_file_says_what_it_is(
     workdir: Path, make: Callable[[Path], None], what: str
