@@ -43,7 +43,7 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from cbr_cli.shapes import ConvGeometry
+from cbr_cli.shapes import ConvGeometry, crop_zero_taps
 
 # PyTorch padding_mode -> numpy.pad mode.  PyTorch "reflect" excludes the edge
 # sample (SciPy calls that "mirror"); numpy's "reflect" is the same thing.
@@ -614,6 +614,58 @@ def conv2d_fft(
                 out[n, g * c_out_g : (g + 1) * c_out_g, r0 : r0 + r] = full[
                     :, : (r - 1) * sh + 1 : sh, : (wo - 1) * sw + 1 : sw
                 ]
+
+
+# ------------------------------------------------------------- memory model
+
+
+def scratch_bytes(
+    n_batch: int,
+    c_in: int,
+    c_out: int,
+    groups: int,
+    kernel: tuple[int, int],
+    geo: ConvGeometry,
+    padding_mode: str = "zeros",
+    itemsize: int = 4,
+) -> int:
+    """Bytes the engine ``method="auto"`` picks allocates besides its output, at most.
+
+    What :func:`conv2d_direct` or :func:`conv2d_fft` hold while they run: the padded
+    input (the whole input again, with its padding: with a large dilation and
+    ``padding="same"`` that is most of it), and per thread the im2col or row-tap chunk;
+    for the FFT engine the dilated kernels, their spectra and one tile's transforms
+    (complex values take ``2 * itemsize`` bytes).  Used by ``cbr apply``'s memory check
+    before anything is allocated, so it counts generously rather than exactly.
+    """
+    if padding_mode == "zeros":  # as cbr_cli.ops.conv2d runs it
+        geo = crop_zero_taps(geo).geometry
+        kernel = (geo.h.kernel_size, geo.w.kernel_size)
+    c_in_g, c_out_g = c_in // groups, c_out // groups
+    kh, kw = kernel
+    padded = n_batch * c_in * geo.h.padded * geo.w.padded * itemsize if any(geo.padding) else 0
+    if choose_method(n_batch, c_in, c_out, groups, kernel, geo, itemsize) == "fft":
+        plan = fft_plan(c_in, c_out, groups, geo, itemsize)
+        half = plan.lh * (plan.lw // 2 + 1) * 2 * itemsize  # one complex half spectrum
+        full = plan.lh * plan.lw * itemsize
+        dilated = c_out * c_in_g * geo.h.effective_kernel * geo.w.effective_kernel * itemsize
+        spectra = c_out * c_in_g * half
+        tile = c_in * (full + half) + c_out_g * (2 * half + full)
+        return padded + dilated + spectra + tile
+    threads = thread_count()
+    chunk = row_tap_chunk(n_batch, groups, c_in_g, c_out_g, kernel, geo, itemsize)
+    if chunk is None:
+        ho, wo = geo.out_hw
+        k = c_in_g * kh * kw
+        rows, width = _chunk_shape(k, c_out_g, ho, wo, c_in_g, itemsize)
+        return padded + threads * k * rows * width * itemsize
+    rows, cols = chunk
+    if padding_mode == "zeros":
+        padded = 0  # the row-tap path writes zero padding into each band instead
+    reach = (kh - 1) * geo.h.dilation
+    per_thread = (c_in_g * kw * (rows + reach) + c_out_g * rows) * cols * itemsize
+    weight_rows = c_out * c_in_g * kh * kw * itemsize  # the weight reordered by kernel row
+    return padded + weight_rows + threads * per_thread
 
 
 # ----------------------------------------------------------------- cost model

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cbr_cli.errors import CbrError
+from cbr_cli.memory import available_memory
 from cbr_cli.pipeline import (
     BuiltLayer,
     StageResult,
@@ -164,53 +165,57 @@ def _check_paths(paths: Sequence[str], out_dir: str, names: Sequence[str]) -> No
             raise CbrError(f"--out {out_dir}: {folder} is a file; its image folder cannot be made")
 
 
-def geometry(spec: PipelineSpec, shape: tuple[int, int, int]) -> StackResult | None:
+def geometry(spec: PipelineSpec, shape: tuple[int, int, int]) -> StackResult:
     """The layer arithmetic of ``spec`` on inputs of ``shape`` (C, H, W), as ``cbr shape``
-    computes it; None if the config is invalid for it (the engine then reports the error
-    in its own words)."""
+    computes it; raises its CbrError (an empty output, ...) before anything is built."""
     from cbr_cli.layerstack import analyze
 
-    try:
-        return analyze(spec, shape)
-    except CbrError:
-        return None
+    return analyze(spec, shape)
+
+
+def memory_needed(stack: StackResult, images: int) -> int:
+    """Bytes a run of ``images`` images of ``stack.input_shape`` needs at its peak, at most.
+
+    Every stage output kept for ``images`` images (float32), the input and its
+    normalised copy, the conv weights, and the largest of what one layer needs on top
+    while it runs: the engine's scratch (:func:`cbr_cli._convolve.scratch_bytes`: the
+    padded input and per-thread chunks, or the FFT's spectra) or, while the weights
+    are drawn, the float64 random numbers (8 bytes per weight).
+    """
+    from cbr_cli._convolve import scratch_bytes
+
+    c, h, w = stack.input_shape
+    needed = images * (stack.total_activation_bytes + 2 * 4 * c * h * w)
+    needed += 4 * stack.total_params
+    extra = 0
+    for row in stack.layers:
+        g = row.geometry
+        kernel = (g.h.kernel_size, g.w.kernel_size)
+        channels = (row.input_shape[0], row.output_shape[0])
+        scratch = scratch_bytes(images, *channels, row.groups, kernel, g, row.padding_mode)
+        extra = max(extra, scratch, 8 * row.conv_weight_params)
+    return needed + extra
 
 
 def check_memory(stack: StackResult | None, shape: tuple[int, int, int], images: int) -> None:
     """Refuse a run whose arrays would not fit in the available memory (one-line error).
 
-    The estimate is exact arithmetic from :func:`cbr_cli.layerstack.analyze`: every
-    stage output kept for ``images`` images (float32) plus the conv weights. Without
-    it, Linux kills the process instead of numpy raising MemoryError.
+    The estimate is :func:`memory_needed`: arithmetic on :func:`cbr_cli.layerstack.analyze`
+    and the engines' buffers, an upper bound. Without it, Linux kills the process
+    instead of numpy raising MemoryError.
     """
     if stack is None:
         return
-    needed = images * (stack.total_activation_bytes + 4 * shape[0] * shape[1] * shape[2])
-    needed += 4 * stack.total_params
+    needed = memory_needed(stack, images)
     available = available_memory()
     if available is not None and needed > available:
         raise CbrError(
-            f"this run needs about {needed / 2**30:.1f} GiB for its feature maps and weights "
-            f"({images} image(s) of {shape[1]}x{shape[2]}), more than the "
-            f"{available / 2**30:.1f} GiB available: use fewer channels, --resize, or "
-            "process fewer images at once",
+            f"this run needs about {needed / 2**30:.1f} GiB for its feature maps, weights "
+            f"and convolution buffers ({images} image(s) of {shape[1]}x{shape[2]}), more "
+            f"than the {available / 2**30:.1f} GiB available: use fewer channels, smaller "
+            "kernels or dilation, --resize, or process fewer images at once",
             exit_code=1,
         )
-
-
-def available_memory() -> int | None:
-    """Bytes of memory available to a new allocation (Linux MemAvailable), if known."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def load_batch(

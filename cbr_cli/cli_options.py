@@ -6,6 +6,7 @@ defaults, so a flag given together with ``-c`` can be told apart from one left a
 
 import functools
 import inspect
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeVar
@@ -213,10 +214,18 @@ def parse_size(text: str | None, flag: str = "--resize") -> tuple[int, int] | No
     """``HxW`` (or ``H,W``) as a pair of positive ints; None stays None."""
     if text is None:
         return None
-    parts = text.lower().replace(",", "x").split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+    parts = [p.strip() for p in text.lower().replace(",", "x").split("x")]
+    if len(parts) != 2 or not all(re.fullmatch("[0-9]{1,30}", p) and int(p) > 0 for p in parts):
         raise CbrError(f"{flag}: expected HxW with positive integers, e.g. 512x512 (got {text!r})")
-    return int(parts[0]), int(parts[1])
+    height, width = int(parts[0]), int(parts[1])
+    from PIL import Image  # only when the flag is given: `cbr --help` stays light
+
+    if height * width > Image.MAX_IMAGE_PIXELS:  # the decompression-bomb limit, as for files
+        raise CbrError(
+            f"{flag} {height}x{width}: {height * width} pixels is more than the "
+            f"{Image.MAX_IMAGE_PIXELS} an image may have"
+        )
+    return height, width
 
 
 def output_options(

@@ -11,6 +11,7 @@ anchors/aliases resolve to plain data.  Command-line flags are wrapped in the sa
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,35 +100,66 @@ def load_yaml(path: str | os.PathLike[str]) -> Value:
     """
     import yaml
 
+    from cbr_cli.readfile import read_regular
+
     name = os.fspath(path)
-    try:
-        if os.path.getsize(name) > MAX_CONFIG_BYTES:
-            raise CbrError(f"{name}: config file is larger than {MAX_CONFIG_BYTES} bytes")
-        with open(name, "rb") as handle:
-            raw = handle.read()
-    except FileNotFoundError:
-        raise CbrError(f"{name}: config file not found") from None
-    except IsADirectoryError:
-        raise CbrError(f"{name}: is a directory, expected a YAML config file") from None
-    except OSError as exc:
-        raise CbrError(f"{name}: cannot read config file ({exc.strerror or exc})") from None
+    raw = read_regular(name, MAX_CONFIG_BYTES, lambda reason: _file_error(name, reason))
     text = _decode_utf8(raw, name)
 
     try:
         documents = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
     except RecursionError:  # PyYAML's composer recurses once per nesting level
         raise CbrError(f"{name}: nested too deeply (more than {MAX_DEPTH} levels)") from None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise CbrError(f"{where}: YAML syntax error: {problem}") from None
     except yaml.YAMLError as exc:
-        raise CbrError(f"{name}: YAML error: {exc}") from None
+        raise CbrError(_yaml_error(name, text, exc)) from None
     if len(documents) != 1 or documents[0] is None:
         raise CbrError(f"{name}: expected exactly one YAML document with a 'layers:' list")
     base_dir = os.path.dirname(os.path.abspath(name))
     return _Converter(name, base_dir).convert(documents[0], "", ())
+
+
+def _file_error(name: str, reason: str) -> CbrError:
+    """The error for a config file that cannot be read (``reason`` from cbr_cli.readfile)."""
+    if reason == "file not found":
+        return CbrError(f"{name}: config file not found")
+    if reason.startswith("larger than"):
+        return CbrError(f"{name}: config file is {reason}")
+    if reason.startswith("is "):  # "is a FIFO, not a regular file"
+        return CbrError(f"{name}: {reason} (expected a YAML config file)")
+    return CbrError(f"{name}: cannot read config file ({reason})")
+
+
+_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")  # what PyYAML counts as one
+
+
+def _yaml_error(name: str, text: str, exc: Exception) -> str:
+    """One line ``FILE:LINE:COL: what`` for any error PyYAML raises on ``text``.
+
+    PyYAML's own messages span several lines (with a snippet and a caret), and its
+    ReaderError (a NUL byte, an ESC or another character YAML forbids) has only a
+    character offset: both become one line with the line and column.
+    """
+    import yaml
+
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
+        problem = " ".join((exc.problem or exc.context or "invalid YAML").split())
+        if exc.context and exc.problem and exc.context_mark is not None:
+            at = f"{exc.context_mark.line + 1}:{exc.context_mark.column + 1}"
+            problem += f" ({' '.join(exc.context.split())} at {at})"
+        return f"{where}: YAML syntax error: {problem}"
+    if isinstance(exc, yaml.reader.ReaderError) and 0 <= exc.position <= len(text):
+        before = text[: exc.position]
+        breaks = list(_LINE_BREAK.finditer(before))
+        line = len(breaks) + 1
+        column = exc.position - (breaks[-1].end() if breaks else 0) + 1
+        code = exc.character if isinstance(exc.character, int) else ord(text[exc.position])
+        return (
+            f"{name}:{line}:{column}: character {chr(code)!r} (U+{code:04X}) is not allowed "
+            "in YAML (only printable characters, tab and line breaks)"
+        )
+    return f"{name}: YAML error: {' '.join(str(exc).split())}"
 
 
 def _decode_utf8(raw: bytes, name: str) -> str:
@@ -226,5 +258,10 @@ def _scalar(node: Any, where: str) -> Any:
         "tag:yaml.org,2002:null",
     ):
         constructor = yaml.SafeLoader.yaml_constructors[tag]
-        return constructor(yaml.SafeLoader(""), node)
+        try:
+            return constructor(yaml.SafeLoader(""), node)
+        except ValueError as exc:  # e.g. an int of more than Python's 4300 digits
+            reason = " ".join(str(exc).split(";")[0].split())
+            shown = repr(text) if len(text) <= 30 else f"{text[:12]!r}... ({len(text)} characters)"
+            raise CbrError(f"{where}: cannot read {shown} as a number ({reason})") from None
     raise CbrError(f"{where}: YAML tag {tag!r} is not allowed in a cbr config")

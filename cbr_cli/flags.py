@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,17 +72,22 @@ def _pair_text(text: str, flag: str) -> Value:
     for sep in ("x", ","):
         if sep in cleaned:
             parts = [p.strip() for p in cleaned.split(sep)]
-            if len(parts) != 2 or not all(p.lstrip("+-").isdigit() for p in parts):
-                raise CbrError(f"{flag}: expected N or HxW with integers (got {text!r})")
+            if len(parts) != 2 or not all(_INT_TEXT.fullmatch(p) for p in parts):
+                shown = (
+                    repr(text) if len(text) <= 40 else f"{text[:20]!r}... ({len(text)} characters)"
+                )
+                raise CbrError(f"{flag}: expected N or HxW with integers (got {shown})")
             return from_flag([int(p) for p in parts], flag)
     return from_flag(_number(cleaned), flag)
 
 
+_INT_TEXT = re.compile(r"[+-]?[0-9]{1,4000}")
+"""An integer as text: ASCII digits (``str.isdigit`` accepts '²', which ``int`` refuses),
+fewer than the 4300 that ``int(str)`` converts; the spec checks its range."""
+
+
 def _number(text: str) -> Any:
-    try:
-        return int(text)
-    except ValueError:
-        return text
+    return int(text) if _INT_TEXT.fullmatch(text) else text
 
 
 def _conv_values(flags: LayerFlags) -> dict[str, Value]:

@@ -111,12 +111,12 @@ def scan_folder(
 def check_config(setup: RunSetup, scan: FolderScan) -> None:
     """Check the pipeline against the folder now, before any image is processed.
 
-    Builds the layers and the input normalisation for each channel count (weights or
-    per-channel lists that do not fit), and when every image reaches the first layer
-    at one size, checks every layer's shape arithmetic at that size
+    When every image reaches the first layer at one size, first checks every layer's
+    shape arithmetic at that size
     (:func:`cbr_cli.layerstack.analyze`: a kernel larger than its padded input,
-    padding too large for reflect, ...). The built layers stay cached in ``setup``, so
-    forked workers inherit them.
+    padding too large for reflect, ...); then builds the layers and the input
+    normalisation for each channel count (weights or per-channel lists that do not
+    fit). The built layers stay cached in ``setup``, so forked workers inherit them.
 
     Raises
     ------
@@ -127,14 +127,14 @@ def check_config(setup: RunSetup, scan: FolderScan) -> None:
 
     resize = setup.options.resize
     for count in sorted(scan.channels):
+        if len(scan.sizes) == 1:  # the arithmetic first: nothing is allocated for it
+            ((height, width),) = scan.sizes
+            try:
+                analyze(setup.spec, (count, height, width))
+            except CbrError as exc:
+                size = f"{height}x{width}"
+                why = f"with --resize {size}" if resize is not None else f"every image is {size}"
+                raise CbrError(f"{exc.message} ({why})", exc.exit_code) from None
+        # (sizes differ: a layer may fail for some images only, reported per image)
         setup.layers(count)
         normalize_input(np.zeros((1, count, 1, 1), dtype=np.float32), setup.spec.input)
-        if len(scan.sizes) != 1:
-            continue  # sizes differ: a layer may fail for some images only
-        ((height, width),) = scan.sizes
-        try:
-            analyze(setup.spec, (count, height, width))
-        except CbrError as exc:
-            size = f"{height}x{width}"
-            why = f"with --resize {size}" if resize is not None else f"every image is {size}"
-            raise CbrError(f"{exc.message} ({why})", exc.exit_code) from None

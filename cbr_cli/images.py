@@ -70,7 +70,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -81,6 +80,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from cbr_cli.errors import CbrError
+from cbr_cli.readfile import open_regular
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -309,20 +309,15 @@ def _opened(name: str) -> Iterator[tuple[Image.Image, list[warnings.WarningMessa
     propagates. Pillow warnings are collected in ``caught`` instead of being
     printed; DecompressionBombWarning is raised instead.
     """
-    try:
-        info = os.stat(name)
-    except OSError as exc:
-        raise CbrError(_message(name, _os_reason(exc))) from None
-    if stat.S_ISDIR(info.st_mode):
-        raise CbrError(_message(name, "is a directory"))
-    if not stat.S_ISREG(info.st_mode):
-        raise CbrError(_message(name, "not a regular file"))
-    if info.st_size == 0:
+
+    def error(reason: str) -> CbrError:
+        return CbrError(_message(name, "no such file" if reason == "file not found" else reason))
+
+    # A regular file only: a FIFO or a device would block or never end (cbr_cli.readfile).
+    file = open_regular(name, error)
+    if os.fstat(file.fileno()).st_size == 0:
+        file.close()
         raise CbrError(_message(name, "file is empty"))
-    try:
-        file = open(name, "rb")  # noqa: SIM115 -- closed by the with below
-    except OSError as exc:
-        raise CbrError(_message(name, _os_reason(exc))) from None
 
     with file, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -346,16 +341,6 @@ def _opened(name: str) -> Iterator[tuple[Image.Image, list[warnings.WarningMessa
         except (OSError, ValueError, SyntaxError, EOFError) as exc:
             reason = f"corrupt or truncated image data ({exc})"
             raise CbrError(_message(name, reason)) from None
-
-
-def _os_reason(exc: OSError) -> str:
-    if isinstance(exc, FileNotFoundError):
-        return "no such file"
-    if isinstance(exc, IsADirectoryError):
-        return "is a directory"
-    if isinstance(exc, PermissionError):
-        return "permission denied"
-    return exc.strerror or str(exc)
 
 
 def _decode(name: str) -> _Decoded:

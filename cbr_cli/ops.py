@@ -18,7 +18,7 @@ import numpy as np
 
 from cbr_cli._convolve import choose_method, conv2d_direct, conv2d_fft, run_tasks
 from cbr_cli.errors import CbrError
-from cbr_cli.shapes import IntOrPair, Padding, conv2d_geometry
+from cbr_cli.shapes import IntOrPair, Padding, conv2d_geometry, crop_zero_taps
 
 __all__ = [
     "as_float",
@@ -138,7 +138,15 @@ def conv2d(
         raise CbrError(f"method must be one of {list(METHODS)}, but got method={method!r}")
 
     geo = conv2d_geometry((height, width), w.shape[2:], stride, padding, dilation, padding_mode)
+    if padding_mode == "zeros":  # taps that read only zero padding add nothing: drop them
+        crop = crop_zero_taps(geo)
+        if crop.geometry != geo:
+            (t0, t1), (l0, l1) = crop.taps_h, crop.taps_w
+            w = w[:, :, t0:t1, l0:l1]
+            x = x[:, :, crop.rows[0] : crop.rows[1], crop.columns[0] : crop.columns[1]]
+            geo = crop.geometry
     x = np.ascontiguousarray(x)
+    w = np.ascontiguousarray(w)
     out = np.empty((n_batch, c_out, *geo.out_hw), dtype=x.dtype)
     if method == "auto":
         method = choose_method(n_batch, c_in, c_out, groups, w.shape[2:], geo, x.dtype.itemsize)

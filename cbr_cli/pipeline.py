@@ -72,6 +72,7 @@ def conv_weight(conv: ConvSpec, in_channels: int) -> tuple[np.ndarray, np.ndarra
         bank = stack_kernels(list(conv.kernels))
         weight = np.repeat(bank[:, None] / per_group, per_group, axis=1).astype(np.float32)
     else:
+        _check_weight_memory(conv, shape)
         rng = np.random.default_rng(conv.seed)
         weight = _random_weight(rng, conv.init, shape, fan_in)
     bias = None
@@ -82,6 +83,26 @@ def conv_weight(conv: ConvSpec, in_channels: int) -> tuple[np.ndarray, np.ndarra
         bound = 1.0 / math.sqrt(fan_in)
         bias = rng.uniform(-bound, bound, conv.out_channels).astype(np.float32)
     return weight, bias
+
+
+def _check_weight_memory(conv: ConvSpec, shape: tuple[int, int, int, int]) -> None:
+    """Refuse random weights whose draw would not fit in memory, before drawing them.
+
+    The draw holds float64 numbers and their float32 copy: 12 bytes per weight. (Linux
+    would not raise MemoryError but kill the process; ``cbr apply`` has checked the whole
+    run already, this guards every other caller, e.g. a batch of mixed image sizes.)
+    """
+    from cbr_cli.memory import available_memory
+
+    needed = 12 * math.prod(shape)
+    available = available_memory()
+    if available is not None and needed > available:
+        raise CbrError(
+            f"{conv.where.get('kernel_size', conv.where.get('conv', 'conv'))}: random weights "
+            f"of shape {shape} need about {needed / 2**30:.1f} GiB, more than the "
+            f"{available / 2**30:.1f} GiB available",
+            exit_code=1,
+        )
 
 
 def _random_weight(

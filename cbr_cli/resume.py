@@ -61,9 +61,11 @@ def digest(data: Any) -> str:
 
 def file_digest(path: str | os.PathLike[str]) -> str:
     """SHA-256 (hex) of a file's bytes."""
+    from cbr_cli.readfile import open_regular  # a FIFO or a device would never end
+
     sha = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, lambda reason: CbrError(f"cannot read {path}: {reason}", 1)) as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 sha.update(block)
     except OSError as exc:

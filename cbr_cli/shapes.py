@@ -257,6 +257,56 @@ def conv2d_geometry(
     return geo
 
 
+@dataclass(frozen=True)
+class ZeroTapCrop:
+    """A zero-padded convolution with the kernel taps that only ever read padding removed.
+
+    With ``padding_mode="zeros"`` a tap that reads padding for every output adds
+    exact zeros, so dropping it changes nothing but the work: with a large dilation
+    and ``padding="same"`` on a small image (dilation 3000, 64x64) only the centre tap
+    reads the image, and the padded input would otherwise be 12064x12064.  Per axis
+    the kept taps are ``taps[0]:taps[1]`` and the input rows/columns read are
+    ``rows[0]:rows[1]`` / ``columns[0]:columns[1]``; ``geometry`` is the convolution of
+    that input slice with that kernel slice, with the same output size.
+    """
+
+    geometry: ConvGeometry
+    taps_h: tuple[int, int]
+    taps_w: tuple[int, int]
+    rows: tuple[int, int]
+    columns: tuple[int, int]
+
+
+def _crop_axis(a: AxisGeometry) -> tuple[AxisGeometry, tuple[int, int], tuple[int, int]]:
+    n, k, s, d, pb = a.size_in, a.kernel_size, a.stride, a.dilation, a.pad_before
+    last = (a.size_out - 1) * s
+    # Tap i reads input rows i*d - pb + [0, last] (every s-th): keep it if that range
+    # meets [0, n - 1] (generous with strides: such a tap may still miss every row).
+    first_tap = max(0, -(-(pb - last) // d))
+    last_tap = min(k - 1, (pb + n - 1) // d)
+    if first_tap > last_tap:  # no tap reads the image: keep the axis as it is
+        return a, (0, k), (0, n)
+    top = first_tap * d - pb  # input row tap first_tap reads for output 0
+    bottom = last + (last_tap - first_tap) * d + top  # last row the kept taps read
+    start, stop = max(top, 0), min(bottom, n - 1) + 1
+    cropped = AxisGeometry(
+        size_in=stop - start,
+        kernel_size=last_tap - first_tap + 1,
+        stride=s,
+        dilation=d,
+        pad_before=start - top,
+        pad_after=bottom + 1 - stop,
+    )
+    return cropped, (first_tap, last_tap + 1), (start, stop)
+
+
+def crop_zero_taps(geo: ConvGeometry) -> ZeroTapCrop:
+    """The convolution ``geo`` (zero padding) without taps that read only padding."""
+    h, taps_h, rows = _crop_axis(geo.h)
+    w, taps_w, columns = _crop_axis(geo.w)
+    return ZeroTapCrop(ConvGeometry(h, w), taps_h, taps_w, rows, columns)
+
+
 def conv2d_output_hw(
     size_in: tuple[int, int],
     kernel_size: IntOrPair,

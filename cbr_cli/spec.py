@@ -73,6 +73,23 @@ CONV_KEYS = (
 )
 BN_KEYS = ("mode", "eps", "momentum", "weight", "bias", "running_mean", "running_var")
 
+# Bounds on every integer, checked when it is parsed, so that a typo is one error naming
+# the key or flag instead of an OverflowError/ValueError deep in numpy (a worker's
+# traceback in `cbr batch`).  The largest image cbr decodes has Pillow's
+# MAX_IMAGE_PIXELS (~89.5 M pixels, 9459 x 9459 when square), so a kernel, stride,
+# dilation or padding of more than 2**16 on a side does nothing a smaller one would not
+# (or makes an empty output), and 2**16 channels is 16x the widest layer of common
+# networks.  Within these bounds every size cbr derives -- effective kernel
+# dilation * (kernel_size - 1) + 1 < 2**32, padded sides < 2**34, weight and map element
+# counts -- stays far inside int64 (numpy's and PyTorch's index type); what is too big
+# for memory is refused by the memory estimate before any array is made.
+MAX_SIDE = 2**16
+"""Largest kernel_size, stride, dilation or padding on one side."""
+MAX_CHANNELS = 2**16
+"""Largest out_channels (and groups, which must divide it)."""
+MAX_SEED = 2**64 - 1
+"""Largest seed: torch.manual_seed's (uint64); numpy's default_rng takes any such seed."""
+
 
 # ------------------------------------------------------------------ the spec
 
@@ -215,19 +232,31 @@ def _show(value: Value) -> str:
     return repr(data)
 
 
-def _int(value: Value, minimum: int | None = None, what: str = "an integer") -> int:
-    """An integer (digits in a string too: flags arrive as text) of at least ``minimum``.
+def _int(
+    value: Value, minimum: int | None = None, what: str = "an integer", maximum: int | None = None
+) -> int:
+    """An integer (digits in a string too: flags arrive as text) in [minimum, maximum].
 
-    ``what`` names what is expected, bound included (``"a positive integer"``).
+    ``what`` names what is expected, lower bound included (``"a positive integer"``);
+    a value above ``maximum`` is refused with the allowed range.
     """
     data = value.data
-    if isinstance(data, str) and re.fullmatch(r"[+-]?\d+", data.strip()):
-        data = int(data)
+    if isinstance(data, str) and re.fullmatch(r"[+-]?\d{1,4000}", data.strip()):
+        data = int(data)  # at most 4000 digits: Python's int(str) limit is 4300
     if isinstance(data, bool) or not isinstance(data, int):
         raise value.error(f"expected {what} (got {_show(value)})")
     if minimum is not None and data < minimum:
         raise value.error(f"expected {what} (got {data})")
+    if maximum is not None and data > maximum:
+        bounds = f"of at most {maximum}" if minimum is None else f"from {minimum} to {maximum}"
+        raise value.error(f"expected {what} {bounds} (got {_big(data)})")
     return data
+
+
+def _big(number: int) -> str:
+    """``number`` as digits, shortened when it is very long."""
+    text = str(number)
+    return text if len(text) <= 30 else f"{text[:12]}...{text[-6:]} ({len(text)} digits)"
 
 
 def _float(value: Value, what: str = "a number") -> float:
@@ -262,12 +291,16 @@ def _choice(value: Value, choices: tuple[str, ...]) -> str:
     raise value.error(f"expected one of {list(choices)} (got {_show(value)}){hint}")
 
 
-def _int_pair(value: Value, minimum: int, what: str) -> tuple[int, int]:
+def _int_pair(value: Value, minimum: int, what: str, maximum: int = MAX_SIDE) -> tuple[int, int]:
+    """An int or a pair ``[h, w]`` of ints in [minimum, maximum] (default :data:`MAX_SIDE`)."""
     if isinstance(value.data, list):
         if len(value.data) != 2:
             raise value.error(f"expected {what} or a pair [h, w] (got a list of {len(value.data)})")
-        return _int(value.data[0], minimum, what), _int(value.data[1], minimum, what)
-    n = _int(value, minimum, what)
+        return (
+            _int(value.data[0], minimum, what, maximum),
+            _int(value.data[1], minimum, what, maximum),
+        )
+    n = _int(value, minimum, what, maximum)
     return n, n
 
 
@@ -287,8 +320,16 @@ def _path(value: Value, suffix: str = ".npy") -> str:
     path = os.path.join(value.base_dir, os.path.expanduser(value.data))
     if not path.lower().endswith(suffix):
         raise value.error(f"expected a {suffix} file (got {value.data!r})")
-    if not os.path.isfile(path):
-        raise value.error(f"file not found (got {value.data!r}, looked for {path})")
+    from cbr_cli.readfile import not_regular_reason
+
+    try:
+        reason = not_regular_reason(os.stat(path).st_mode)
+    except FileNotFoundError:
+        reason = "file not found"
+    except OSError as exc:
+        reason = f"cannot read it ({exc.strerror or exc})"
+    if reason is not None:
+        raise value.error(f"{reason} (got {value.data!r}, looked for {path})")
     return os.path.normpath(path)
 
 
@@ -384,7 +425,9 @@ def parse_conv(value: Value, default_seed: int = 0) -> ConvSpec:
         extra = keys["init"] if "init" in keys else keys["seed"]
         raise extra.error(f"'init'/'seed' apply to random weights; this conv uses {sources[0]!r}")
 
-    groups = _int(keys["groups"], 1, "a positive integer") if "groups" in keys else 1
+    groups = 1
+    if "groups" in keys:
+        groups = _int(keys["groups"], 1, "a positive integer", MAX_CHANNELS)
     out_channels = kernel_size = None
     weight = kernels = None
     if "weight" in keys:
@@ -392,17 +435,18 @@ def parse_conv(value: Value, default_seed: int = 0) -> ConvSpec:
 
         weight = _path(keys["weight"])
         shape = npyfiles.npy_shape(weight, keys["weight"].where)
-        if len(shape) != 4:
-            raise keys["weight"].error(
-                f"expected an array of shape (out_channels, in_channels/groups, kH, kW) "
-                f"(got shape {shape})"
-            )
+        _check_weight_shape(keys["weight"], shape)
         out_channels, kernel_size = shape[0], (shape[2], shape[3])
     elif "kernels" in keys:
         kernels, out_channels, kernel_size = _kernels(keys["kernels"])
+        if out_channels > MAX_CHANNELS:
+            raise keys["kernels"].error(
+                f"{out_channels} kernels is more than the {MAX_CHANNELS} output channels "
+                "a conv may have"
+            )
 
     if "out_channels" in keys:
-        given = _int(keys["out_channels"], 1, "a positive integer")
+        given = _int(keys["out_channels"], 1, "a positive integer", MAX_CHANNELS)
         _check_matches(keys["out_channels"], given, out_channels, sources, "{} output channels")
         out_channels = given
     if out_channels is None:
@@ -448,11 +492,32 @@ def parse_conv(value: Value, default_seed: int = 0) -> ConvSpec:
         groups=groups,
         bias=bias,
         init=_choice(keys["init"], INITS) if "init" in keys else "kaiming_uniform",
-        seed=_int(keys["seed"], 0, "a non-negative integer") if "seed" in keys else default_seed,
+        seed=_int(keys["seed"], 0, "a non-negative integer", MAX_SEED)
+        if "seed" in keys
+        else default_seed,
         weight=weight,
         kernels=kernels,
         where=where,
     )
+
+
+def _check_weight_shape(value: Value, shape: tuple[int, ...]) -> None:
+    """A ``weight:`` .npy header: 4-D, no zero size, within the channel and side bounds."""
+    if len(shape) != 4:
+        raise value.error(
+            f"expected an array of shape (out_channels, in_channels/groups, kH, kW) "
+            f"(got shape {shape})"
+        )
+    if min(shape) < 1:
+        raise value.error(
+            f"every size of (out_channels, in_channels/groups, kH, kW) must be at least 1 "
+            f"(got shape {shape})"
+        )
+    if shape[0] > MAX_CHANNELS or max(shape[2:]) > MAX_SIDE:
+        raise value.error(
+            f"at most {MAX_CHANNELS} output channels and kernel sides of at most {MAX_SIDE} "
+            f"(got shape {shape})"
+        )
 
 
 def _check_matches(

@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +26,9 @@ from PIL import Image
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from cbr_cli import ops, render
+from cbr_cli import apply, ops, render
 from cbr_cli.cli import app
+from cbr_cli.errors import CbrError
 from cbr_cli.images import load_image
 from cbr_cli.kernels import KERNELS, stack_kernels
 
@@ -605,7 +608,9 @@ def test_kernel_too_large_for_the_image_names_the_layer(tmp_path: Path) -> None:
 
 def test_out_of_memory_is_a_one_line_error(tmp_path: Path) -> None:
     image = gray_png(tmp_path / "img.png", 6, 6)
-    result = cbr("apply", image, "-o", tmp_path / "out", "--out-channels", str(10**13))
+    # 65536 channels (the most a conv may have) x 3 stages of 1000x1000: ~730 GiB.
+    result = cbr("apply", image, "-o", tmp_path / "out", "--out-channels", "65536",
+                 "--resize", "1000x1000")  # fmt: skip
     one_line_error(result, "this run needs about", "GiB available", exit_code=1)
     assert not (tmp_path / "out").exists()
 
@@ -617,6 +622,87 @@ def test_a_run_too_big_for_memory_is_refused_before_it_starts(tmp_path: Path) ->
     result = cbr("apply", image, "-o", tmp_path / "out", "--out-channels", "200",
                  "--resize", "9000x9000")  # fmt: skip
     one_line_error(result, "this run needs about", "(1 image(s) of 9000x9000)", exit_code=1)
+    assert not (tmp_path / "out").exists()
+
+
+def traced_peak(run):
+    """``run()``'s result and the peak of memory numpy and Python allocated meanwhile."""
+    tracemalloc.start()
+    try:
+        result = run()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_kernel_larger_than_the_image_fails_before_any_weight_is_drawn(tmp_path: Path) -> None:
+    # kernel_size 3000 on 64x64: 8 x 3000 x 3000 random weights (864 MB while drawn)
+    # used to be made before the engine found the output empty; `cbr shape` knows at once.
+    image = gray_png(tmp_path / "img.png", 64, 64)
+    config = tmp_path / "c.yaml"
+    config.write_text("layers:\n  - conv: {out_channels: 8, kernel_size: 3000}\n")
+    shape = cbr("shape", "-c", config, "--input", "1x64x64")
+    start = time.perf_counter()
+    result, peak = traced_peak(lambda: cbr("apply", image, "-o", tmp_path / "out", "-c", config))
+    assert time.perf_counter() - start < 5
+    assert peak < 50 * 2**20, peak
+    line = one_line_error(result, "the output would be empty")
+    assert shape.exit_code == 2 and shape.stderr.strip() == line
+    assert not (tmp_path / "out").exists()
+
+
+def test_batch_checks_the_kernel_before_drawing_weights(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        gray_png(tmp_path / "in" / f"{name}.png", 64, 64)
+    config = tmp_path / "c.yaml"
+    config.write_text("layers:\n  - conv: {out_channels: 8, kernel_size: 3000}\n")
+    run = ("batch", tmp_path / "in", "-o", tmp_path / "out", "-c", config, "--jobs", "1")
+    result, peak = traced_peak(lambda: cbr(*run))
+    assert peak < 50 * 2**20, peak
+    one_line_error(result, "the output would be empty (every image is 64x64)")
+
+
+def test_random_weights_too_big_for_memory_are_refused_before_they_are_drawn(
+    monkeypatch,
+) -> None:
+    # What guards callers that cannot check the shape first (a batch of mixed sizes).
+    from cbr_cli import memory
+    from cbr_cli.flags import LayerFlags, build_spec
+    from cbr_cli.pipeline import build_layers
+
+    monkeypatch.setattr(memory, "available_memory", lambda: 64 * 2**20)
+    spec = build_spec(None, LayerFlags(out_channels=8, kernel_size="1000"))  # 96 MB to draw
+    with pytest.raises(CbrError) as info:
+        build_layers(spec, 1)
+    assert info.value.message.startswith("--kernel-size: random weights of shape (8, 1, 1000")
+    assert "GiB available" in info.value.message
+
+
+def test_large_dilation_same_runs_without_padding_the_whole_input(tmp_path: Path) -> None:
+    # Dilation 3000, 5x5 demo kernels, "same": the padded input would be 12064x12064
+    # (582 MB for a gray image); only the centre taps read the image.
+    image = gray_png(tmp_path / "img.png", 64, 64)
+    run = ("apply", image, "-o", tmp_path / "out", "--no-channel-pngs", "--save-npy")
+    result, peak = traced_peak(lambda: cbr(*run, "--dilation", "3000", "--padding", "same"))
+    ok(result)
+    assert peak < 100 * 2**20, peak
+    # The same as the 1x1 convolution of the centre taps (bn batch and relu follow).
+    centre = stack_kernels(["demo"])[:, 2:3, 2:3]
+    got = np.load(tmp_path / "out" / "img" / "layer1_conv.npy")
+    pixels = load_image(image).pixels
+    expected = np.einsum("o,hw->ohw", centre[:, 0, 0].astype(np.float64), pixels[0])
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_memory_estimate_counts_the_padded_input(tmp_path: Path, monkeypatch) -> None:
+    # Padding 6000 with stride 6000: a 3x3 output, but the engine pads the 64x64 input
+    # to 12064x12064 (582 MB). With 256 MiB available that must be refused up front.
+    monkeypatch.setattr(apply, "available_memory", lambda: 256 * 2**20)
+    image = gray_png(tmp_path / "img.png", 64, 64)
+    args = ("--padding", "6000", "--stride", "6000", "--out-channels", "2")
+    result, peak = traced_peak(lambda: cbr("apply", image, "-o", tmp_path / "out", *args))
+    one_line_error(result, "this run needs about 0.", "GiB available", exit_code=1)
+    assert peak < 50 * 2**20, peak
     assert not (tmp_path / "out").exists()
 
 

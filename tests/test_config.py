@@ -9,7 +9,15 @@ Line and column numbers are counted by hand from the YAML text of each case.
 from __future__ import annotations
 
 import math
+import os
+import re
+import resource
+import subprocess
+import sys
 import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +30,7 @@ from cbr_cli.cli import app
 from cbr_cli.config import MAX_DEPTH, MAX_VALUES, Value, from_plain, load_yaml
 from cbr_cli.errors import CbrError
 from cbr_cli.flags import LayerFlags, build_spec
-from cbr_cli.spec import PipelineSpec, parse_pipeline
+from cbr_cli.spec import MAX_CHANNELS, MAX_SIDE, PipelineSpec, parse_pipeline
 
 runner = CliRunner()
 
@@ -187,7 +195,8 @@ LOCATED = {
     ),
     "bn weight of wrong length": (
         CONV2 + "    bn:\n      weight: [1, 2, 3]\n",
-        5, 15, "layers[0].bn.weight", "expected 2 values for bn.weight, one per channel (got 3)",
+        5, 15, "layers[0].bn.weight",
+        "expected 2 values for bn.weight of layer 'layer1', one per channel (got 3)",
     ),
     "unknown activation": (
         CONV2 + "    activation: gelu\n",
@@ -384,6 +393,110 @@ def test_config_larger_than_the_limit_is_refused(workdir: Path) -> None:
     assert_one_line_error(run_config(text), "c.yaml: config file is larger than")
 
 
+# Characters YAML forbids (YAML 1.1 allows tab, line breaks and printable characters):
+# (text, line, column of the bad character, its code point). Counted by hand.
+FORBIDDEN_CHARACTERS = {
+    "NUL byte": (CONV2 + "\x00\n", 4, 1, "U+0000"),
+    "ESC in a quoted name": ('layers:\n  - name: "a\x1bb"\n', 2, 13, "U+001B"),
+    "BEL in a comment": ("layers: # \x07\n", 1, 11, "U+0007"),
+    "DEL": ("layers:\n  - conv: {out_channels: 2}\x7f\n", 2, 28, "U+007F"),
+    "C1 control (UTF-8 encoded)": ("layers:\n  - \u0090\n", 2, 5, "U+0090"),
+    "after CRLF line ends": (
+        "layers:\r\n  - conv: {out_channels: 2}\r\n  \x00\r\n",
+        3,
+        3,
+        "U+0000",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "column", "code"), FORBIDDEN_CHARACTERS.values(), ids=FORBIDDEN_CHARACTERS
+)
+def test_forbidden_character_is_one_line_with_line_and_column(
+    workdir: Path, text: str, line: int, column: int, code: str
+) -> None:
+    # PyYAML's ReaderError has a character offset and a two-line message.
+    assert_one_line_error(run_config(text), f"c.yaml:{line}:{column}: character ", code)
+
+
+def test_utf16_config_is_one_line_error_at_the_first_byte(workdir: Path) -> None:
+    text = (CONV2).encode("utf-16")  # starts with the BOM ff fe
+    assert_one_line_error(run_config(text), "c.yaml:1:1: config file is not UTF-8 text", "0xff")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "layers:\n  - conv: [1\n",  # parser: with a context ("while parsing a flow sequence")
+        "layers:\n  - conv: {out_channels: 2}\n  x\n y: 1\n",  # scanner
+        "layers:\n\t- conv: {}\n",  # a tab where indentation is expected
+        "layers: *missing\n",  # composer: undefined alias
+        "layers: [a, &x b, &x c]\nkey: [*x, *y]\n",
+    ],
+    ids=["parser", "scanner", "tab", "undefined alias", "second undefined alias"],
+)
+def test_every_yaml_syntax_error_is_one_line_with_line_and_column(workdir: Path, text: str) -> None:
+    line = assert_one_line_error(run_config(text), "c.yaml:")
+    assert re.match(r"error: c\.yaml:\d+:\d+: YAML syntax error: \S", line), line
+
+
+@pytest.mark.parametrize(
+    ("make", "what"),
+    [
+        (lambda p: p.mkdir(), "a directory"),
+        (lambda p: os.symlink("/dev/null", p), "a character device"),
+    ],
+    ids=["directory", "device"],  # a FIFO: in a subprocess below (it used to hang)
+)
+def test_config_that_is_not_a_regular_file_says_what_it_is(
+    workdir: Path, make: Callable[[Path], None], what: str
+) -> None:
+    make(workdir / "c.yaml")
+    result = runner.invoke(app, ["apply", "img.png", "-o", "out", "-c", "c.yaml"])
+    assert_one_line_error(result, f"c.yaml: is {what}, not a regular file")
+
+
+def run_cbr_limited(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``cbr ARGS`` in a subprocess with at most 2 GiB of address space and 60 s.
+
+    The limits make the unbounded reads this guards against fail (MemoryError, a
+    traceback) or time out instead of hanging the test run; both are generous for cbr.
+    """
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    return subprocess.run(
+        [sys.executable, "-m", "cbr_cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=limit,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ["fifo.yaml", "/dev/zero", "/dev/urandom"])
+def test_config_fifo_or_endless_device_fails_at_once(workdir: Path, config: str) -> None:
+    # Used to block in open() (a FIFO without a writer) or read until memory ran out.
+    os.mkfifo(workdir / "fifo.yaml")
+    start = time.monotonic()
+    try:
+        result = run_cbr_limited(["apply", "img.png", "-o", "out", "-c", config], workdir)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"cbr apply -c {config} hung")
+    assert time.monotonic() - start < 30
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    what = "a FIFO" if config == "fifo.yaml" else "a character device"
+    assert result.stderr == f"error: {config}: is {what}, not a regular file " + (
+        "(expected a YAML config file)\n"
+    )
+
+
 # ------------------------------------------------------------------ .npy files
 
 
@@ -459,6 +572,53 @@ def test_running_var_npy_with_a_negative_value(workdir: Path) -> None:
     assert_one_line_error(
         run_config(text), "c.yaml:4:38: layers[0].bn.running_var: running_var must be non-negative"
     )
+
+
+@pytest.mark.parametrize("key", ["weight", "bias"])
+@pytest.mark.parametrize(
+    ("make", "what"),
+    [
+        (lambda p: os.mkfifo(p), "a FIFO"),
+        (lambda p: p.mkdir(), "a directory"),
+        (lambda p: os.symlink("/dev/zero", p), "a character device"),
+    ],
+    ids=["fifo", "directory", "device"],
+)
+def test_npy_path_that_is_not_a_regular_file_says_what_it_is(
+    workdir: Path, make: Callable[[Path], None], what: str, key: str
+) -> None:
+    # It used to be "file not found" (os.path.isfile), which sends the user looking
+    # for a missing file.
+    make(workdir / "p.npy")
+    if key == "weight":
+        text, column = "layers:\n  - conv: {weight: p.npy}\n", 20
+    else:
+        text, column = "layers:\n  - conv: {out_channels: 2, bias: p.npy}\n", 35
+    assert_one_line_error(
+        run_config(text),
+        f"c.yaml:2:{column}: layers[0].conv.{key}: is {what}, not a regular file",
+        str(workdir / "p.npy"),
+    )
+
+
+def test_npy_data_beyond_the_checked_shape_is_not_read(workdir: Path, monkeypatch) -> None:
+    # The header is checked before the data is read: a running_mean.npy with a
+    # million values for a 2-channel layer is refused without loading them (even
+    # past the header-only check that normally catches it first).
+    write_npy(workdir / "m.npy", np.zeros(1_000_000, np.float32))
+    from cbr_cli.pipeline import resolve_param
+    from cbr_cli.spec import ParamSource
+
+    source = ParamSource(str(workdir / "m.npy"), "here")
+    monkeypatch.setattr(ParamSource, "check", lambda self, channels, what: None)
+    tracemalloc.start()
+    try:
+        with pytest.raises(CbrError, match=r"must have shape \(2,\) \(got \(1000000,\)\)"):
+            resolve_param(source, 2, "running_mean")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000  # the data alone is 4 MB
 
 
 # --------------------------------------------------------------- accepted values
@@ -623,6 +783,76 @@ def test_flag_errors_name_the_flag(case: str) -> None:
         build_spec(None, flags)
     assert message in info.value.message
     assert info.value.exit_code == 2
+
+
+# Integers out of range, from YAML and from flags: (command-line arguments, message).
+HUGE = "99999999999999999999"  # > 2**64: numpy raised OverflowError on it
+SIDE = f"expected a positive integer from 1 to {MAX_SIDE}"
+CHANNELS = f"expected a positive integer from 1 to {MAX_CHANNELS}"
+OUT_OF_RANGE = {
+    "kernel_size: 10**12": (
+        ["-c", "c.yaml"],
+        f"c.yaml:2:42: layers[0].conv.kernel_size: {SIDE} (got 1000000000000)",
+    ),
+    "--stride HUGE": (["--stride", HUGE], f"--stride: {SIDE} (got {HUGE})"),
+    "--stride 1xHUGE": (["--stride", f"1x{HUGE}"], f"--stride: {SIDE} (got {HUGE})"),
+    "--dilation HUGE --padding same": (
+        ["--dilation", HUGE, "--padding", "same"], f"--dilation: {SIDE} (got {HUGE})"
+    ),
+    "--padding HUGE": (
+        ["--padding", HUGE], f"--padding: expected a non-negative integer from 0 to {MAX_SIDE}"
+    ),
+    "--kernel-size 65537": (["--kernel-size", "65537"], f"--kernel-size: {SIDE} (got 65537)"),
+    "--out-channels HUGE": (["--out-channels", HUGE], f"--out-channels: {CHANNELS} (got {HUGE})"),
+    "--groups HUGE": (["--groups", HUGE], f"--groups: {CHANNELS} (got {HUGE})"),
+    "--seed 2**64": (
+        ["--out-channels", "2", "--seed", str(2**64)],
+        f"--seed: expected a non-negative integer from 0 to {2**64 - 1} (got {2**64})",
+    ),
+    "--resize HUGExHUGE": (["--resize", f"{HUGE}x{HUGE}"], "pixels is more than the"),
+    "--stride 2x(superscript 2)": (["--stride", "2x²"], "--stride: expected N or HxW"),
+    "--resize 2x(superscript 2)": (["--resize", "2x²"], "--resize: expected HxW with positive"),
+    "--stride with 5000 digits": (["--stride", "9" * 5000 + "x1"], "(5002 characters)"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "message"), OUT_OF_RANGE.values(), ids=OUT_OF_RANGE)
+def test_integers_are_bounded_when_parsed(workdir: Path, args: list[str], message: str) -> None:
+    # Each used to be a traceback (ValueError, OverflowError or TypeError from numpy).
+    Path("c.yaml").write_text("layers:\n  - conv: {out_channels: 2, kernel_size: 1000000000000}\n")
+    result = runner.invoke(app, ["apply", "img.png", "-o", "out", *args])
+    line = assert_one_line_error(result, "")
+    assert message in line, line
+
+
+def test_integer_beyond_pythons_digit_limit_in_yaml(workdir: Path) -> None:
+    text = "layers:\n  - conv: {out_channels: " + "9" * 5000 + "}\n"
+    assert_one_line_error(
+        run_config(text), "c.yaml:2:26: layers[0].conv.out_channels: cannot read", "as a number"
+    )
+
+
+@pytest.mark.parametrize(
+    "shape", [(0, 1, 3, 3), (2, 0, 3, 3), (2, 1, 0, 3), (2, 1, 3, 0)], ids=["O", "I", "kH", "kW"]
+)
+def test_weight_npy_with_a_zero_size_is_refused_before_any_output(workdir: Path, shape) -> None:
+    # 0 output channels used to pass validation and fail in render (a ValueError)
+    # after input.png was written.
+    write_npy(workdir / "w.npy", np.zeros(shape, np.float32))
+    assert_one_line_error(
+        run_config("layers:\n  - conv: {weight: w.npy}\n"),
+        "c.yaml:2:20: layers[0].conv.weight: every size of (out_channels, in_channels/groups, "
+        f"kH, kW) must be at least 1 (got shape {shape})",
+    )
+    assert not Path("out").exists()
+
+
+def test_batch_with_an_out_of_range_flag_is_one_error_and_no_worker_runs(workdir: Path) -> None:
+    Path("in").mkdir()
+    for name in ("a", "b", "c"):
+        Image.open("img.png").save(f"in/{name}.png")
+    result = runner.invoke(app, ["batch", "in", "-o", "out", "--jobs", "2", "--stride", HUGE])
+    assert_one_line_error(result, f"--stride: expected a positive integer from 1 to {MAX_SIDE}")
 
 
 # ------------------------------------------------------- flags overriding -c

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile, ImageOps
 
-from cbr_cli import images
+from cbr_cli import images, readfile
 from cbr_cli.errors import CbrError
 from cbr_cli.images import IMAGE_SUFFIXES, LoadedImage, load_image, read_image_size
 
@@ -598,10 +598,10 @@ def test_permission_denied_simulated(tmp_path: Path, monkeypatch, read) -> None:
     # Runs even as root, where chmod 0 does not stop reading.
     path = save(Image.new("L", (2, 2)), tmp_path / "secret.png")
 
-    def denied(file, mode="r", *args, **kwargs):
+    def denied(file, flags, *args, **kwargs):
         raise PermissionError(13, "Permission denied", str(file))
 
-    monkeypatch.setattr(images, "open", denied, raising=False)
+    monkeypatch.setattr(readfile.os, "open", denied)  # the one open of every reader
     with pytest.raises(CbrError) as info:
         read(path)
     assert_one_line_error(info.value, path, "permission denied")

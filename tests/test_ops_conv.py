@@ -24,6 +24,7 @@ numbers again on every run.
 
 from __future__ import annotations
 
+import tracemalloc
 from dataclasses import dataclass
 
 import numpy as np
@@ -449,3 +450,47 @@ def test_unbatched_equals_batch_of_one() -> None:
     batched = conv2d(x[None], w, b, padding="same", padding_mode="reflect")
     assert single.shape == (4, 6, 5)
     np.testing.assert_array_equal(single, batched[0])
+
+
+# ------------------------------------------------- taps that only read zero padding
+
+
+@pytest.mark.parametrize("method", ["direct", "fft"])
+@pytest.mark.parametrize(
+    ("kernel", "stride", "padding", "dilation"),
+    [
+        (5, 1, "same", 300),  # only the centre tap reads the 9x7 image
+        ((3, 4), (2, 1), "same", (40, 7)),
+        (3, 1, (50, 20), 20),  # explicit padding wider than the image
+        (2, 3, "full", 25),
+    ],
+)
+def test_taps_reading_only_zero_padding_match_the_reference(
+    method: str, kernel, stride, padding, dilation
+) -> None:
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 3, 9, 7))
+    w = rng.standard_normal((4, 3, *to_pair(kernel)))
+    b = rng.standard_normal(4)
+    got = conv2d(x, w, b, stride, padding, dilation, method=method)
+    expected = conv2d_reference(x, w, b, stride, padding, dilation)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("method", ["direct", "fft"])
+def test_large_dilation_same_does_not_pad_the_whole_input(method: str) -> None:
+    # Dilation 1000 with a 5x5 kernel and "same" padding pads 16x16 to 4016x4016
+    # (2 channels: 129 MB of float32); every tap but the centre reads only zeros.
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 2, 16, 16)).astype(np.float32)
+    w = rng.standard_normal((3, 2, 5, 5)).astype(np.float32)
+    tracemalloc.start()
+    try:
+        got = conv2d(x, w, None, 1, "same", 1000, method=method)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2**20, peak
+    expected = np.einsum("oc,nchw->nohw", w[:, :, 2, 2].astype(np.float64), x)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
