@@ -1,9 +1,9 @@
 """``cbr apply`` and ``cbr kernels`` end to end, in-process (typer.testing.CliRunner).
 
 Feature maps are checked against the same computation done here by hand: the image read
-with :func:`cbr_cli.images.load_image`, the weights built from the documented recipes
+with :func:`cbr_cli.io.images.load_image`, the weights built from the documented recipes
 (kernel bank / channel mean, ``numpy.random.default_rng(seed)`` for PyTorch's init), the
-convolution by :func:`cbr_cli.ops.conv2d` (tested on its own against a loop reference),
+convolution by :func:`cbr_cli.core.ops.conv2d` (tested on its own against a loop reference),
 and BatchNorm and the activations written out in float64 numpy.
 
 Tolerances: the saved arrays are float32. A stage computed here in float64 and rounded
@@ -24,10 +24,12 @@ from PIL import Image
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from cbr_cli import ops, render
-from cbr_cli.cli import app
-from cbr_cli.images import load_image
-from cbr_cli.kernels import KERNELS, stack_kernels
+from cbr_cli.core import ops
+
+from cbr_cli.io import render
+from cbr_cli.cli.app import app
+from cbr_cli.io.images import load_image
+from cbr_cli.core.kernels import KERNELS, stack_kernels
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 

@@ -16,11 +16,11 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from cbr_cli.apply import ApplyOptions, run_apply
-from cbr_cli.cli import app
-from cbr_cli.discover import discover, plan_outputs
-from cbr_cli.flags import LayerFlags, build_spec
-from cbr_cli.resume import MARKER
+from cbr_cli.run.apply import ApplyOptions, run_apply
+from cbr_cli.cli.app import app
+from cbr_cli.batch.discover import discover, plan_outputs
+from cbr_cli.spec.flags import LayerFlags, build_spec
+from cbr_cli.batch.resume import MARKER
 
 runner = CliRunner()
 
@@ -359,14 +359,14 @@ def test_the_statistics_pass_is_named_for_what_it_computes(tmp_path: Path):
 
 
 def _engine_threads(_: object) -> int:
-    from cbr_cli._convolve import thread_count
+    from cbr_cli.core.conv_engines import thread_count
 
     return thread_count()
 
 
 def test_workers_split_the_cpus_between_them():
-    from cbr_cli._convolve import thread_count
-    from cbr_cli.pool import WorkerPool, default_jobs
+    from cbr_cli.core.conv_engines import thread_count
+    from cbr_cli.batch.pool import WorkerPool, default_jobs
 
     assert default_jobs() == thread_count()  # one definition of "the CPUs available"
     with WorkerPool(2, None) as pool:
@@ -559,13 +559,13 @@ def test_cli_batch_does_not_import_the_app_module():
     """cli.py imports cli_batch to register its commands; the reverse would be a cycle."""
     import ast
 
-    import cbr_cli.cli_batch
+    import cbr_cli.cli.batch
 
-    tree = ast.parse(Path(cbr_cli.cli_batch.__file__).read_text())
+    tree = ast.parse(Path(cbr_cli.cli.batch.__file__).read_text())
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    assert "cbr_cli.cli" not in imported
-    assert "cbr_cli.cli_common" in imported
+    assert "cbr_cli.cli.app" not in imported
+    assert "cbr_cli.cli.common" in imported
 
 
 @pytest.mark.parametrize("command", ["batch", "calibrate"])

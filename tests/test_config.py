@@ -18,11 +18,11 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from cbr_cli.cli import app
-from cbr_cli.config import MAX_DEPTH, MAX_VALUES, Value, from_plain, load_yaml
+from cbr_cli.cli.app import app
+from cbr_cli.spec.yaml_reader import MAX_DEPTH, MAX_VALUES, Value, from_plain, load_yaml
 from cbr_cli.errors import CbrError
-from cbr_cli.flags import LayerFlags, build_spec
-from cbr_cli.spec import PipelineSpec, parse_pipeline
+from cbr_cli.spec.flags import LayerFlags, build_spec
+from cbr_cli.spec.pipeline_spec import PipelineSpec, parse_pipeline
 
 runner = CliRunner()
 
@@ -695,7 +695,7 @@ def test_kernel_flag_replaces_the_weight_source_and_its_shape(tmp_path: Path) ->
 def test_kernel_flag_running_stats_of_the_old_width_are_reported(tmp_path: Path) -> None:
     # 4 running variances in the file, but -k sobel makes 2 channels: the file is wrong now.
     spec = spec_of(ONE_LAYER, tmp_path, LayerFlags(kernel=["sobel"]))
-    from cbr_cli.pipeline import build_layers
+    from cbr_cli.run.pipeline import build_layers
 
     with pytest.raises(CbrError, match=r"spec.yaml:4:\d+: layers\[0\]\.bn\.running_var: "):
         build_layers(spec, 1)
@@ -751,8 +751,8 @@ def test_layer_flag_with_a_multi_layer_config_through_the_cli(workdir: Path) -> 
 
 @pytest.mark.parametrize("bn", ["off", "false", "null", "{mode: off}", "{mode: none}"])
 def test_bn_can_be_switched_off_in_every_spelling(bn: str) -> None:
-    from cbr_cli.config import load_yaml
-    from cbr_cli.spec import parse_pipeline
+    from cbr_cli.spec.yaml_reader import load_yaml
+    from cbr_cli.spec.pipeline_spec import parse_pipeline
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "c.yaml"

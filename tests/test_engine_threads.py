@@ -1,4 +1,4 @@
-"""``cbr_cli._convolve.run_tasks``: the engines' thread pool (kept between calls)."""
+"""``cbr_cli.core.conv_engines.run_tasks``: the engines' thread pool (kept between calls)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
-from cbr_cli import _convolve
-from cbr_cli._convolve import run_tasks
-from cbr_cli.ops import conv2d
+from cbr_cli.core import conv_engines as _convolve
+from cbr_cli.core.conv_engines import run_tasks
+from cbr_cli.core.ops import conv2d
 
 
 @pytest.fixture(autouse=True)
@@ -181,7 +181,7 @@ def test_no_task_still_runs_when_run_tasks_raises() -> None:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork is Linux's start method")
 def test_worker_pool_ends_the_helpers_before_it_forks() -> None:
     """``cbr batch`` forks its workers: no helper thread may exist at that moment."""
-    from cbr_cli.pool import WorkerPool
+    from cbr_cli.batch.pool import WorkerPool
 
     conv2d(np.ones((1, 16, 12, 12), np.float32), np.ones((4, 16, 3, 3), np.float32))
     assert any(t.name.startswith("cbr-engine") for t in threading.enumerate())

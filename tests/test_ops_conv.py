@@ -1,4 +1,4 @@
-"""``cbr_cli.ops.conv2d`` against the plain-loop reference in ``tests/reference.py``.
+"""``cbr_cli.core.ops.conv2d`` against the plain-loop reference in ``tests/reference.py``.
 
 Tolerances.  Let ``M[n, o, i, j] = |bias[o]| + sum |w| * |x|`` over the taps that output
 reads (the reference applied to ``|x|``, ``|w|``, ``|b|``).  Rounding errors of a sum of
@@ -31,10 +31,10 @@ import pytest
 from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
-from cbr_cli import _convolve
+from cbr_cli.core import conv_engines as _convolve
 from cbr_cli.errors import CbrError
-from cbr_cli.ops import conv2d
-from cbr_cli.shapes import conv2d_geometry
+from cbr_cli.core.ops import conv2d
+from cbr_cli.core.shapes import conv2d_geometry
 from tests.reference import (
     PADDING_MODES,
     axis_padding,

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cbr_cli import render
+from cbr_cli.io import render
 from cbr_cli.errors import CbrError
-from cbr_cli.render import (
+from cbr_cli.io.render import (
     BACKGROUND,
     COLORMAPS,
     INK,

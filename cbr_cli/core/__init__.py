@@ -1,0 +1,1 @@
+"""cbr_cli.core."""
