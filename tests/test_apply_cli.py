@@ -24,12 +24,11 @@ from PIL import Image
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from cbr_cli.core import ops
-
-from cbr_cli.io import render
 from cbr_cli.cli.app import app
-from cbr_cli.io.images import load_image
+from cbr_cli.core import ops
 from cbr_cli.core.kernels import KERNELS, stack_kernels
+from cbr_cli.io import render
+from cbr_cli.io.images import load_image
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 

@@ -16,11 +16,11 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from cbr_cli.run.apply import ApplyOptions, run_apply
-from cbr_cli.cli.app import app
 from cbr_cli.batch.discover import discover, plan_outputs
-from cbr_cli.spec.flags import LayerFlags, build_spec
 from cbr_cli.batch.resume import MARKER
+from cbr_cli.cli.app import app
+from cbr_cli.run.apply import ApplyOptions, run_apply
+from cbr_cli.spec.flags import LayerFlags, build_spec
 
 runner = CliRunner()
 
@@ -365,8 +365,8 @@ def _engine_threads(_: object) -> int:
 
 
 def test_workers_split_the_cpus_between_them():
-    from cbr_cli.core.conv_engines import thread_count
     from cbr_cli.batch.pool import WorkerPool, default_jobs
+    from cbr_cli.core.conv_engines import thread_count
 
     assert default_jobs() == thread_count()  # one definition of "the CPUs available"
     with WorkerPool(2, None) as pool:

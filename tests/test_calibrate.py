@@ -16,7 +16,6 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from cbr_cli.core import ops
 from cbr_cli.batch.calibrate import (
     Moments,
     calibrated_plain,
@@ -25,9 +24,10 @@ from cbr_cli.batch.calibrate import (
     write_pipeline_yaml,
 )
 from cbr_cli.cli.app import app
+from cbr_cli.core import ops
 from cbr_cli.errors import CbrError
-from cbr_cli.spec.flags import LayerFlags, build_spec
 from cbr_cli.run.pipeline import build_layers
+from cbr_cli.spec.flags import LayerFlags, build_spec
 
 runner = CliRunner()
 

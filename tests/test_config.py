@@ -19,10 +19,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cbr_cli.cli.app import app
-from cbr_cli.spec.yaml_reader import MAX_DEPTH, MAX_VALUES, Value, from_plain, load_yaml
 from cbr_cli.errors import CbrError
 from cbr_cli.spec.flags import LayerFlags, build_spec
 from cbr_cli.spec.pipeline_spec import PipelineSpec, parse_pipeline
+from cbr_cli.spec.yaml_reader import MAX_DEPTH, MAX_VALUES, Value, from_plain, load_yaml
 
 runner = CliRunner()
 
@@ -751,8 +751,8 @@ def test_layer_flag_with_a_multi_layer_config_through_the_cli(workdir: Path) -> 
 
 @pytest.mark.parametrize("bn", ["off", "false", "null", "{mode: off}", "{mode: none}"])
 def test_bn_can_be_switched_off_in_every_spelling(bn: str) -> None:
-    from cbr_cli.spec.yaml_reader import load_yaml
     from cbr_cli.spec.pipeline_spec import parse_pipeline
+    from cbr_cli.spec.yaml_reader import load_yaml
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "c.yaml"

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile, ImageOps
 
-from cbr_cli.io import images
 from cbr_cli.errors import CbrError
+from cbr_cli.io import images
 from cbr_cli.io.images import IMAGE_SUFFIXES, LoadedImage, load_image, read_image_size
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"

@@ -10,7 +10,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cbr_cli.core import kernels
-from cbr_cli.errors import CbrError
 from cbr_cli.core.kernels import (
     DIRECTIONS,
     describe,
@@ -22,6 +21,7 @@ from cbr_cli.core.kernels import (
     stack_kernels,
     stack_shape,
 )
+from cbr_cli.errors import CbrError
 from tests.helpers import run_python
 
 

@@ -32,9 +32,9 @@ from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
 from cbr_cli.core import conv_engines as _convolve
-from cbr_cli.errors import CbrError
 from cbr_cli.core.ops import conv2d
 from cbr_cli.core.shapes import conv2d_geometry
+from cbr_cli.errors import CbrError
 from tests.reference import (
     PADDING_MODES,
     axis_padding,

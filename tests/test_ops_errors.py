@@ -12,9 +12,9 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from cbr_cli.errors import CbrError
 from cbr_cli.core.ops import batch_norm, conv2d, leaky_relu, relu
 from cbr_cli.core.shapes import conv2d_geometry
+from cbr_cli.errors import CbrError
 
 X = np.zeros((1, 3, 5, 5), dtype=np.float32)
 W = np.ones((4, 3, 3, 3), dtype=np.float32)

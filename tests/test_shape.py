@@ -24,13 +24,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from cbr_cli.core import ops
 from cbr_cli.cli.app import app
-from cbr_cli.spec.yaml_reader import from_plain
+from cbr_cli.core import ops
+from cbr_cli.core.shapes import PADDING_MODES, ReceptiveField, conv2d_geometry
 from cbr_cli.errors import CbrError
 from cbr_cli.spec.layerstack import WARNING_KINDS, analyze, parse_input_size
-from cbr_cli.core.shapes import PADDING_MODES, ReceptiveField, conv2d_geometry
-from cbr_cli.spec.pipeline_spec import BNSpec, ConvSpec, InputSpec, LayerSpec, PipelineSpec, parse_pipeline
+from cbr_cli.spec.pipeline_spec import (
+    BNSpec,
+    ConvSpec,
+    InputSpec,
+    LayerSpec,
+    PipelineSpec,
+    parse_pipeline,
+)
+from cbr_cli.spec.yaml_reader import from_plain
 from tests.helpers import REPO, run_python
 
 GOLDEN = REPO / "tests" / "fixtures" / "shape_golden.json"

@@ -68,13 +68,13 @@ from typing import Any
 
 import numpy as np
 
-from cbr_cli.core import ops
-from cbr_cli.run.apply import ApplyOptions
 from cbr_cli.batch.discover import discover
-from cbr_cli.errors import CbrError
-from cbr_cli.batch.scan import RunSetup, check_config, failure_reason, scan_folder
-from cbr_cli.run.pipeline import run_layers
 from cbr_cli.batch.pool import Progress, WorkerPool, resolve_jobs, state
+from cbr_cli.batch.scan import RunSetup, check_config, failure_reason, scan_folder
+from cbr_cli.core import ops
+from cbr_cli.errors import CbrError
+from cbr_cli.run.apply import ApplyOptions
+from cbr_cli.run.pipeline import run_layers
 from cbr_cli.spec.pipeline_spec import PipelineSpec
 
 ProgressCallback = Callable[[Progress], None]

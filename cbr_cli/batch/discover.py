@@ -28,9 +28,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from cbr_cli.run.apply import unique_names
 from cbr_cli.errors import CbrError
 from cbr_cli.io.images import IMAGE_SUFFIXES
+from cbr_cli.run.apply import unique_names
 
 
 def discover(

@@ -40,8 +40,8 @@ from cbr_cli.batch.calibrate import Moments
 from cbr_cli.batch.resume import read_marker
 
 if TYPE_CHECKING:
-    from cbr_cli.batch.runner import BatchOptions
     from cbr_cli.batch.discover import ImageJob
+    from cbr_cli.batch.runner import BatchOptions
     from cbr_cli.spec.pipeline_spec import PipelineSpec
 
 STATS_COLUMNS = (
@@ -101,8 +101,8 @@ def write_reports(
     bn_stats: str | None = None,
 ) -> dict[str, str]:
     """Write the four folder-level files; returns ``{kind: path}``."""
-    from cbr_cli.run.apply import manifest
     from cbr_cli.io.writers import atomic_writer, write_json
+    from cbr_cli.run.apply import manifest
 
     root = Path(out_root)
     paths = {

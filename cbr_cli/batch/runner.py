@@ -41,12 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from cbr_cli.run.apply import ApplyOptions, process_image
 from cbr_cli.batch.calibrate import dataset_bn_stats
 from cbr_cli.batch.discover import ImageJob, check_overlap, discover, plan_outputs
-from cbr_cli.errors import CbrError
-from cbr_cli.batch.scan import RunSetup, check_config, failure_reason, scan_folder
-from cbr_cli.run.pipeline import needs_whole_batch
 from cbr_cli.batch.pool import Progress, WorkerPool, resolve_jobs, state
 from cbr_cli.batch.resume import (
     clean_temp_files,
@@ -59,6 +55,10 @@ from cbr_cli.batch.resume import (
     relative_record,
     write_marker,
 )
+from cbr_cli.batch.scan import RunSetup, check_config, failure_reason, scan_folder
+from cbr_cli.errors import CbrError
+from cbr_cli.run.apply import ApplyOptions, process_image
+from cbr_cli.run.pipeline import needs_whole_batch
 from cbr_cli.spec.pipeline_spec import PipelineSpec
 
 BN_STATS_FILE = "bn_stats.json"

@@ -93,8 +93,8 @@ def _print_apply(result: object, json_output: bool) -> None:
 
     from rich.console import Console
 
-    from cbr_cli.io.writers import to_jsonable
     from cbr_cli.cli.stats_tables import stats_tables
+    from cbr_cli.io.writers import to_jsonable
 
     data = result.to_dict()  # type: ignore[attr-defined]
     for warning in data["warnings"]:  # as `cbr shape` says them; stderr, also with --json
@@ -128,8 +128,8 @@ def kernels(
     def body() -> None:
         from rich.console import Console
 
-        from cbr_cli.core import kernels as bank
         from cbr_cli.cli.stats_tables import kernels_table
+        from cbr_cli.core import kernels as bank
 
         specs = bank.expand_names(names) if names else bank.kernel_names()
         rows = []

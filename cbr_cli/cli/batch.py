@@ -15,8 +15,8 @@ from cbr_cli.cli import options as opt
 from cbr_cli.cli.common import run
 
 if TYPE_CHECKING:
-    from cbr_cli.batch.runner import BatchResult
     from cbr_cli.batch.calibrate import CalibrateResult
+    from cbr_cli.batch.runner import BatchResult
     from cbr_cli.spec.flags import LayerFlags
 
 FOLDER = "Folder"
@@ -99,8 +99,8 @@ def batch(
         from rich.console import Console
 
         from cbr_cli.batch.runner import BatchOptions, run_batch
-        from cbr_cli.spec.flags import build_spec
         from cbr_cli.cli.progress import ProgressDisplay
+        from cbr_cli.spec.flags import build_spec
 
         spec = build_spec(config, flags)
         options = BatchOptions(
@@ -183,8 +183,8 @@ def calibrate(
         from rich.console import Console
 
         from cbr_cli.batch.calibrate import CalibrateOptions, run_calibrate
-        from cbr_cli.spec.flags import LayerFlags, build_spec
         from cbr_cli.cli.progress import ProgressDisplay
+        from cbr_cli.spec.flags import LayerFlags, build_spec
 
         spec = build_spec(config, LayerFlags(color=color))
         options = CalibrateOptions(

@@ -17,8 +17,8 @@ from collections.abc import Callable
 import numpy as np
 
 from cbr_cli.core.conv_engines import choose_method, conv2d_direct, conv2d_fft, run_tasks
-from cbr_cli.errors import CbrError
 from cbr_cli.core.shapes import IntOrPair, Padding, conv2d_geometry
+from cbr_cli.errors import CbrError
 
 __all__ = [
     "as_float",

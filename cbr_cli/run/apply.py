@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cbr_cli.core.stats import ChannelStats, channel_stats
 from cbr_cli.errors import CbrError
 from cbr_cli.run.pipeline import (
     BuiltLayer,
@@ -39,7 +40,6 @@ from cbr_cli.run.pipeline import (
     run_layers,
 )
 from cbr_cli.spec.pipeline_spec import PipelineSpec
-from cbr_cli.core.stats import ChannelStats, channel_stats
 
 if TYPE_CHECKING:
     from cbr_cli.spec.layerstack import StackResult
@@ -290,8 +290,8 @@ def run_apply(
     Images are processed one at a time unless a ``mode: batch`` BN couples them, in
     which case they form one batch (and must share a size, or use ``resize``).
     """
-    from cbr_cli.io.writers import ensure_dir, write_json
     from cbr_cli.batch.resume import clear_outputs
+    from cbr_cli.io.writers import ensure_dir, write_json
 
     timings = {"load": 0.0, "compute": 0.0, "stats": 0.0, "render": 0.0, "write": 0.0}
     names = unique_names(paths)

@@ -1,4 +1,6 @@
-"""Run a :class:`~cbr_cli.spec.pipeline_spec.PipelineSpec` on a batch: per-stage arrays, no printing.
+"""Run a :class:`~cbr_cli.spec.pipeline_spec.PipelineSpec` on a batch: per-stage arrays.
+
+No printing.
 
 Weights are materialised here, once the input channel count is known:
 

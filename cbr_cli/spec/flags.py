@@ -1,4 +1,6 @@
-"""Command-line flags → :class:`~cbr_cli.spec.pipeline_spec.PipelineSpec`, through the same validator as YAML.
+"""Command-line flags → :class:`~cbr_cli.spec.pipeline_spec.PipelineSpec`.
+
+Through the same validator as YAML.
 
 Rules (documented in ``cbr apply --help`` and the README):
 
@@ -26,9 +28,9 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from cbr_cli.spec.yaml_reader import Value, from_flag, load_yaml
 from cbr_cli.errors import CbrError
 from cbr_cli.spec.pipeline_spec import PipelineSpec, parse_pipeline
+from cbr_cli.spec.yaml_reader import Value, from_flag, load_yaml
 
 DEMO_KERNELS = "demo"
 BN_FLAG_CHOICES = ("batch", "running", "off")

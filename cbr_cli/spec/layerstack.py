@@ -1,7 +1,7 @@
 """What ``cbr shape`` computes: every layer's shapes, costs and receptive field, without data.
 
-Pure arithmetic on a :class:`~cbr_cli.spec.pipeline_spec.PipelineSpec` and an input size: no image, no
-forward pass, no numpy at import.  Output sizes come from
+Pure arithmetic on a :class:`~cbr_cli.spec.pipeline_spec.PipelineSpec` and an input size: no
+image, no forward pass, no numpy at import.  Output sizes come from
 :func:`cbr_cli.core.shapes.conv2d_geometry`, the function :func:`cbr_cli.core.ops.conv2d` itself
 calls, so they are the shapes ``cbr apply`` produces — and what the engine rejects
 (empty output, reflect padding too large, groups not dividing the channels) is rejected
@@ -38,8 +38,8 @@ import math
 import re
 from dataclasses import dataclass
 
-from cbr_cli.errors import CbrError
 from cbr_cli.core.shapes import AxisGeometry, ConvGeometry, ReceptiveField, conv2d_geometry
+from cbr_cli.errors import CbrError
 from cbr_cli.spec.pipeline_spec import ConvSpec, LayerSpec, ParamSource, PipelineSpec
 
 BYTES_PER_VALUE = 4  # float32

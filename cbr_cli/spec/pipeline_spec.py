@@ -44,9 +44,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from cbr_cli.spec.yaml_reader import Value
-from cbr_cli.errors import CbrError
 from cbr_cli.core.shapes import PADDING_MODES, PADDING_STRINGS
+from cbr_cli.errors import CbrError
+from cbr_cli.spec.yaml_reader import Value
 
 COLORS = ("gray", "rgb")
 INITS = ("kaiming_uniform", "kaiming_normal", "xavier_uniform")
@@ -388,7 +388,9 @@ def parse_conv(value: Value, default_seed: int = 0) -> ConvSpec:
     out_channels = kernel_size = None
     weight = kernels = None
     if "weight" in keys:
-        from cbr_cli.io import npyfiles  # numpy: only when a .npy is given (keeps `cbr shape` light)
+        from cbr_cli.io import (
+            npyfiles,  # numpy: only when a .npy is given (keeps `cbr shape` light)
+        )
 
         weight = _path(keys["weight"])
         shape = npyfiles.npy_shape(weight, keys["weight"].where)
