@@ -38,8 +38,9 @@ import scipy.ndimage as ndi
 from threadpoolctl import threadpool_info
 
 from cbr_cli.core import ops
-from cbr_cli.core.conv_engines import choose_method, thread_count
+from cbr_cli.core.conv_cost import choose_method
 from cbr_cli.core.shapes import conv2d_geometry
+from cbr_cli.core.threads import thread_count
 
 try:
     import torch

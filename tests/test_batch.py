@@ -359,14 +359,14 @@ def test_the_statistics_pass_is_named_for_what_it_computes(tmp_path: Path):
 
 
 def _engine_threads(_: object) -> int:
-    from cbr_cli.core.conv_engines import thread_count
+    from cbr_cli.core.threads import thread_count
 
     return thread_count()
 
 
 def test_workers_split_the_cpus_between_them():
     from cbr_cli.batch.pool import WorkerPool, default_jobs
-    from cbr_cli.core.conv_engines import thread_count
+    from cbr_cli.core.threads import thread_count
 
     assert default_jobs() == thread_count()  # one definition of "the CPUs available"
     with WorkerPool(2, None) as pool:

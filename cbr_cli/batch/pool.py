@@ -7,7 +7,7 @@
   started by :meth:`WorkerPool.start`, before the caller starts any thread of its own
   (a progress display), so no thread is ever forked.
 * Each worker limits BLAS (threadpoolctl) and cbr's convolution engines
-  (:func:`cbr_cli.core.conv_engines.set_threads`) to ``cores // jobs`` threads, so ``jobs``
+  (:func:`cbr_cli.core.threads.set_threads`) to ``cores // jobs`` threads, so ``jobs``
   workers use the cores once, not ``jobs`` times.
 * Each worker ignores SIGINT: on Ctrl-C the parent alone decides (it cancels queued
   work and terminates the workers, :meth:`WorkerPool.stop`). Each worker also dies
@@ -63,8 +63,8 @@ class Progress:
 
 
 def default_jobs() -> int:
-    """The CPUs this process may use: :func:`cbr_cli.core.conv_engines.thread_count`."""
-    from cbr_cli.core.conv_engines import thread_count
+    """The CPUs this process may use: :func:`cbr_cli.core.threads.thread_count`."""
+    from cbr_cli.core.threads import thread_count
 
     return thread_count()
 
@@ -118,7 +118,7 @@ def _init_worker(parent: int, threads: int, value: Any) -> None:
     _die_with_parent(parent)
     from threadpoolctl import threadpool_limits
 
-    from cbr_cli.core.conv_engines import set_threads
+    from cbr_cli.core.threads import set_threads
 
     _limits = threadpool_limits(limits=threads)
     set_threads(threads)
@@ -167,7 +167,7 @@ class WorkerPool(Generic[T]):
             return
         import multiprocessing
 
-        from cbr_cli.core.conv_engines import stop_helpers
+        from cbr_cli.core.threads import stop_helpers
 
         stop_helpers()  # the engines' helper threads, if an op already ran in this process
         method = "fork" if sys.platform.startswith("linux") else "spawn"

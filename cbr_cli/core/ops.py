@@ -16,8 +16,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from cbr_cli.core.conv_engines import choose_method, conv2d_direct, conv2d_fft, run_tasks
+from cbr_cli.core.conv_cost import choose_method
+from cbr_cli.core.conv_direct import conv2d_direct
+from cbr_cli.core.conv_fft import conv2d_fft
 from cbr_cli.core.shapes import IntOrPair, Padding, conv2d_geometry
+from cbr_cli.core.threads import run_tasks
 from cbr_cli.errors import CbrError
 
 __all__ = [
