@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cbr_cli.core import kernels
+from cbr_cli.core.kernel_bank import DIRECTIONS
 from cbr_cli.core.kernels import (
-    DIRECTIONS,
     describe,
     expand_names,
     get_kernel,
