@@ -19,6 +19,7 @@ import numpy as np
 from cbr_cli.core.conv_cost import choose_method
 from cbr_cli.core.conv_direct import conv2d_direct
 from cbr_cli.core.conv_fft import conv2d_fft
+from cbr_cli.core.moments import BLOCK_VALUES, channel_mean_var
 from cbr_cli.core.shapes import IntOrPair, Padding, conv2d_geometry
 from cbr_cli.core.threads import run_tasks
 from cbr_cli.errors import CbrError
@@ -292,76 +293,6 @@ def batch_stats(input: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return channel_mean_var(x)
 
 
-# Values per block of the BN reductions: 256 KiB of float32, so a block stays in L2
-# while it is read twice.
-_BN_BLOCK = 1 << 16
-
-
-def _block_moments(
-    v: np.ndarray, scratch: np.ndarray, ones: np.ndarray
-) -> tuple[float, float, int]:
-    """(mean, sum of squared deviations, count) of one cache-sized block, in two passes.
-
-    A rough mean by a BLAS dot product with ``ones`` (3x faster than numpy's pairwise
-    sum), rounded to the dtype, then the deviations from it: their sum corrects the
-    mean and their squares give the variance.  Both of those are numpy's pairwise sums,
-    whose error grows with log(n) where a dot product's grows with n (a dot for the
-    squares was 50x less accurate on the variance, see :func:`channel_mean_var`).
-    """
-    n = v.shape[0]
-    rough = v.dtype.type(float(np.dot(v, ones[:n])) / n)
-    d = scratch[:n]
-    np.subtract(v, rough, out=d)
-    residual = float(np.add.reduce(d)) / n  # how far the exact mean is from ``rough``
-    np.multiply(d, d, out=d)
-    return float(rough) + residual, float(np.add.reduce(d)) - n * residual * residual, n
-
-
-def channel_mean_var(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and biased variance of ``x`` (N, C, ...) over every axis but 1.
-
-    ``x`` is read once, in cache-sized blocks of one (sample, channel) plane: each block
-    gets a two-pass mean and sum of squared deviations while it is in cache (the squares
-    summed pairwise, error growing with log(n); the deviation sum corrects for the
-    mean's rounding), on all cores; the blocks are merged in float64 with Chan et al.'s
-    ``M2 = M2_a + M2_b + delta^2 n_a n_b / n``, as stable as two passes over the whole
-    channel. Measured against float64 on float32 data (8-64 channels of 256^2-1024^2,
-    and many small planes): variance within 4e-7 and mean within 3e-8 standard
-    deviations for normal, ReLU-like, lognormal, sorted, step, spiky and mean-1000
-    std-0.01 data (a one-pass ``E[x^2] - E[x]^2`` loses all digits on the last; a float32
-    BLAS dot for the squares was off by up to 7e-6).
-
-    Returns
-    -------
-    mean, var : ndarray of shape (C,), float64
-    """
-    planes = x.reshape(x.shape[0], x.shape[1], -1)
-    n_batch, channels, size = planes.shape
-    step = max(1, min(size, _BN_BLOCK))
-    blocks = [
-        (n, c, s) for c in range(channels) for n in range(n_batch) for s in range(0, size, step)
-    ]
-    moments: list[tuple[float, float, int]] = [(0.0, 0.0, 0)] * len(blocks)
-
-    ones = np.ones(step, x.dtype)
-
-    def run(index: int, scratch: np.ndarray) -> None:
-        n, c, s = blocks[index]
-        moments[index] = _block_moments(planes[n, c, s : s + step], scratch, ones)
-
-    run_tasks(range(len(blocks)), run, lambda: np.empty(step, x.dtype))
-    mean = np.zeros(channels)
-    m2 = np.zeros(channels)
-    count = np.zeros(channels)
-    for (_, c, _), (block_mean, block_m2, block_count) in zip(blocks, moments, strict=True):
-        total = count[c] + block_count
-        delta = block_mean - mean[c]
-        mean[c] += delta * block_count / total
-        m2[c] += block_m2 + delta * delta * count[c] * block_count / total
-        count[c] = total
-    return mean, m2 / np.maximum(count, 1)
-
-
 def _normalize(
     x: np.ndarray, mean: np.ndarray, scale: np.ndarray, beta: np.ndarray | None
 ) -> np.ndarray:
@@ -375,7 +306,7 @@ def _normalize(
     planes = x.reshape(x.shape[0], x.shape[1], -1)
     target = out.reshape(planes.shape)
     size = planes.shape[2]
-    step = max(1, min(size, _BN_BLOCK))
+    step = max(1, min(size, BLOCK_VALUES))
     mean, scale = mean.astype(x.dtype), scale.astype(x.dtype)
     shift = None if beta is None else beta.astype(x.dtype)
     blocks = [
@@ -410,7 +341,7 @@ def _blockwise(
     Elementwise passes are memory-bound; one thread cannot saturate the memory bus.
     """
     flat_in, flat_out = x.reshape(-1), out.reshape(-1)
-    step = max(1, min(flat_in.size, _BN_BLOCK))
+    step = max(1, min(flat_in.size, BLOCK_VALUES))
     run_tasks(
         range(0, flat_in.size, step),
         lambda s, buffer: apply(flat_in[s : s + step], flat_out[s : s + step], buffer),
@@ -426,7 +357,7 @@ def relu(input: np.ndarray, inplace: bool = False) -> np.ndarray:
     out = x if inplace else np.empty_like(x)
     # Against a block of zeros rather than the scalar 0: numpy 2.4's maximum with a
     # scalar operand ran 1.8x slower (3.7 vs 2.05 ms on 16 MiB, one thread).
-    zeros = np.zeros(min(x.size, _BN_BLOCK), x.dtype)
+    zeros = np.zeros(min(x.size, BLOCK_VALUES), x.dtype)
     _blockwise(x, out, lambda a, b, _: np.maximum(a, zeros[: a.size], out=b))
     return out
 
