@@ -6,14 +6,10 @@ numpy, SciPy, Pillow and the YAML machinery are imported inside the commands.
 
 import copy
 import sys
-from typing import TYPE_CHECKING
 
 import typer
 
 from cbr_cli import __version__
-
-if TYPE_CHECKING:
-    pass
 
 app = typer.Typer(
     name="cbr",
@@ -24,9 +20,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-
-WIDE = 160  # columns for tables when stdout is not a terminal
-
 
 def _version(value: bool) -> None:
     if value:
