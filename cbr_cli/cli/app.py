@@ -21,6 +21,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
+
 def _version(value: bool) -> None:
     if value:
         sys.stdout.write(f"cbr {__version__}\n")
