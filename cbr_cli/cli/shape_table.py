@@ -113,8 +113,8 @@ def _formula(row: LayerRow) -> str:
     """The output-size formula with the numbers, one line per axis (one if they agree)."""
     g = row.geometry
     if g.h == g.w:
-        return f"H, W: {g.h.formula('H')}"
-    return f"H: {g.h.formula('H')}\nW: {g.w.formula('W')}"
+        return f"H, W: {g.h.formula()}"
+    return f"H: {g.h.formula()}\nW: {g.w.formula()}"
 
 
 def _shape(shape: tuple[int, ...]) -> str:

@@ -127,7 +127,7 @@ class AxisGeometry:
         span = self.padded - self.effective_kernel
         return span % self.stride if span >= 0 else 0
 
-    def formula(self, symbol: str = "H") -> str:
+    def formula(self) -> str:
         """The size formula with this axis' numbers filled in, e.g. for teaching."""
         return (
             f"floor(({self.size_in} + {self.pad_before} + {self.pad_after} - "

@@ -127,7 +127,7 @@ class LayerRow:
             "padding": {"top": top, "bottom": bottom, "left": left, "right": right},
             "padding_mode": self.padding_mode,
             "groups": self.groups,
-            "formula": {"H": g.h.formula("H"), "W": g.w.formula("W")},
+            "formula": {"H": g.h.formula(), "W": g.w.formula()},
             "bn": self.bn,
             "activation": self.activation,
             "stages": list(self.stages),
