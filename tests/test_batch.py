@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from cbr_cli.batch.discover import discover, plan_outputs
 from cbr_cli.batch.resume import MARKER
 from cbr_cli.cli.app import app
+from cbr_cli.errors import CbrError
 from cbr_cli.run.apply import ApplyOptions, run_apply
 from cbr_cli.spec.flags import LayerFlags, build_spec
 
@@ -86,7 +87,32 @@ def test_discover_sorted_skips_hidden_dangling_and_non_images(mixed: Path):
     top = [p.name for p in discover(mixed)]
     assert top == ["a.jpg", "a.png", "b.bmp", "empty.png", "fake.jpg"]
     assert [p.name for p in discover(mixed, True, "*.png")] == ["a.png", "empty.png", "corrupt.png"]
-    assert [p.name for p in discover(mixed, True, "deeper/*")] == ["d.gif"]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        ("*.png", ["a.png", "empty.png", "sub/corrupt.png"]),  # `*` crosses `/`: any depth
+        ("sub/*", ["sub/c.tif", "sub/corrupt.png", "sub/deeper/d.gif", "sub/e.webp"]),
+        ("sub/deeper/*", ["sub/deeper/d.gif"]),
+        ("*/deeper/*", ["sub/deeper/d.gif"]),
+        ("a.*", ["a.jpg", "a.png"]),
+        ("[ab].png", ["a.png"]),
+    ],
+)
+def test_glob_matches_the_whole_relative_path_with_fnmatch_rules(
+    mixed: Path, pattern: str, expected: list[str]
+):
+    """README: `fnmatch` rules on the path relative to IN_DIR, `*` also matching `/`."""
+    found = [p.relative_to(mixed).as_posix() for p in discover(mixed, True, pattern)]
+    assert found == expected
+
+
+@pytest.mark.parametrize("pattern", ["deeper/*", "c.tif", "A.PNG"])
+def test_glob_is_anchored_at_in_dir_and_case_sensitive(mixed: Path, pattern: str):
+    """`deeper/*` names a top-level folder (there is none): not `sub/deeper/d.gif`."""
+    with pytest.raises(CbrError, match="matching"):
+        discover(mixed, True, pattern)
 
 
 def test_folder_symlinks_are_not_followed(tmp_path: Path):

@@ -7,8 +7,9 @@ one of :data:`cbr_cli.io.images.IMAGE_SUFFIXES` (any case). Everything else is s
 silently: other suffixes, hidden files and folders (name starting with ``.``),
 dangling symbolic links, and symbolic links to folders (not followed, so no cycles;
 links to files are read). ``glob`` keeps only files whose path relative to ``IN``
-matches it (``pathlib.PurePath.match``: ``*.png`` at any depth, ``cats/*.jpg`` in
-folders named ``cats``). The result is sorted by relative path, component by
+(with ``/`` separators) matches it whole under :func:`fnmatch.fnmatchcase` rules,
+where ``*`` also matches ``/``: ``*.png`` at any depth, ``cats/*`` everything below
+the top-level folder ``cats``, ``*/cats/*`` below any folder named ``cats``. The result is sorted by relative path, component by
 component, in code-point order (independent of the locale and the file system).
 
 Layout
@@ -23,10 +24,11 @@ outputs would become inputs) nor contain it (an image's folder could be ``IN``).
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from cbr_cli.errors import CbrError
 from cbr_cli.io.images import IMAGE_SUFFIXES
@@ -66,7 +68,7 @@ def discover(
                     skipped_folders = True
             elif entry.is_file() and entry.name.lower().endswith(IMAGE_SUFFIXES):
                 path = Path(entry.path)
-                if glob is None or PurePosixPath(path.relative_to(root).as_posix()).match(glob):
+                if glob is None or fnmatch.fnmatchcase(path.relative_to(root).as_posix(), glob):
                     found.append(path)
     if not found:
         raise CbrError(_nothing_found(in_dir, recursive, glob, skipped_folders))

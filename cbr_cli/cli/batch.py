@@ -35,7 +35,8 @@ Recursive = Annotated[
 Glob = Annotated[
     Optional[str],
     typer.Option(
-        help="Only paths (relative to IN_DIR) matching this pattern, e.g. '*.png' or 'cats/*.jpg'.",
+        help="Only paths relative to IN_DIR that match this fnmatch pattern ('*' also "
+        "matches '/'), e.g. '*.png' or 'cats/*'.",
         rich_help_panel=FOLDER,
     ),
 ]
