@@ -28,7 +28,7 @@ import fnmatch
 import os
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from cbr_cli.errors import CbrError
 from cbr_cli.io.images import IMAGE_SUFFIXES
