@@ -9,8 +9,9 @@ dangling symbolic links, and symbolic links to folders (not followed, so no cycl
 links to files are read). ``glob`` keeps only files whose path relative to ``IN``
 (with ``/`` separators) matches it whole under :func:`fnmatch.fnmatchcase` rules,
 where ``*`` also matches ``/``: ``*.png`` at any depth, ``cats/*`` everything below
-the top-level folder ``cats``, ``*/cats/*`` below any folder named ``cats``. The result is sorted by relative path, component by
-component, in code-point order (independent of the locale and the file system).
+the top-level folder ``cats``, ``*/cats/*`` below any folder named ``cats``. The
+result is sorted by relative path, component by component, in code-point order
+(independent of the locale and the file system).
 
 Layout
 ------
