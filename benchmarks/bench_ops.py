@@ -37,9 +37,10 @@ import numpy as np
 import scipy.ndimage as ndi
 from threadpoolctl import threadpool_info
 
-from cbr_cli import ops
-from cbr_cli._convolve import choose_method, thread_count
-from cbr_cli.shapes import conv2d_geometry
+from cbr_cli.core import ops
+from cbr_cli.core.conv_cost import choose_method
+from cbr_cli.core.shapes import conv2d_geometry
+from cbr_cli.core.threads import thread_count
 
 try:
     import torch

@@ -1,7 +1,7 @@
 """The one exception type cbr raises to its users.
 
 Library code raises :class:`CbrError` with a message that names the parameter,
-key, flag or file and what was expected; ``cbr_cli.cli`` turns it into a
+key, flag or file and what was expected; ``cbr_cli.cli.app`` turns it into a
 one-line ``error: ...`` on stderr and a non-zero exit code, in one place.
 """
 

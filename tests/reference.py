@@ -1,4 +1,4 @@
-"""A plain-loop reference conv2d: the independent oracle for ``cbr_cli.ops.conv2d``.
+"""A plain-loop reference conv2d: the independent oracle for ``cbr_cli.core.ops.conv2d``.
 
 Written from PyTorch's documentation (``torch.nn.Conv2d``, ``torch.nn.functional.pad``)
 and TensorFlow's ``SAME`` rule, without importing ``cbr_cli``: it shares no code, and

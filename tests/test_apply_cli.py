@@ -1,7 +1,7 @@
 """``cbr apply`` and ``cbr kernels`` end to end, in-process (typer.testing.CliRunner).
 
 Feature maps are checked against the same computation done here by hand: the image read
-with :func:`cbr_cli.images.load_image`, the weights built from the documented recipes
+with :func:`cbr_cli.io.images.load_image`, the weights built from the documented recipes
 (kernel bank / channel mean, ``numpy.random.default_rng(seed)`` for PyTorch's init), the
 convolution by :func:`cbr_cli.ops.conv2d` (tested on its own against a loop reference),
 and BatchNorm and the activations written out in float64 numpy.
@@ -22,15 +22,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cbr_cli.io.images import load_image
+from cbr_cli.core.kernels import KERNELS, stack_kernels
 from PIL import Image
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from cbr_cli import apply, ops, render
-from cbr_cli.cli import app
+from cbr_cli.run import apply
+
+from cbr_cli import ops
+
+from cbr_cli.io import render
+from cbr_cli.cli.app import app
 from cbr_cli.errors import CbrError
-from cbr_cli.images import load_image
-from cbr_cli.kernels import KERNELS, stack_kernels
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
@@ -666,9 +670,10 @@ def test_random_weights_too_big_for_memory_are_refused_before_they_are_drawn(
     monkeypatch,
 ) -> None:
     # What guards callers that cannot check the shape first (a batch of mixed sizes).
-    from cbr_cli import memory
-    from cbr_cli.flags import LayerFlags, build_spec
-    from cbr_cli.pipeline import build_layers
+    from cbr_cli.spec.flags import LayerFlags, build_spec
+    from cbr_cli.run.pipeline import build_layers
+
+    from cbr_cli.run import memory
 
     monkeypatch.setattr(memory, "available_memory", lambda: 64 * 2**20)
     spec = build_spec(None, LayerFlags(out_channels=8, kernel_size="1000"))  # 96 MB to draw

@@ -4,7 +4,7 @@ Each readable file runs through one ``identity`` kernel per channel with ``--gro
 to the channel count (so each output channel sees one input channel), ``--padding same``,
 ``--bn off`` and ``--activation none``: the saved conv output *is* the pipeline's input,
 and its shape and values show how the file was read. Expected values follow the documented
-conventions (cbr_cli/images.py): samples divided by the full scale of their stored type,
+conventions (cbr_cli/io/images.py): samples divided by the full scale of their stored type,
 float samples as stored.
 
 Broken files must give exit code 2, one ``error: cannot read image 'PATH': ...`` line,
@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from cbr_cli.cli import app
+from cbr_cli.cli.app import app
 
 runner = CliRunner()
 

@@ -16,11 +16,12 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from cbr_cli.apply import ApplyOptions, run_apply
-from cbr_cli.cli import app
-from cbr_cli.discover import discover, plan_outputs
-from cbr_cli.flags import LayerFlags, build_spec
-from cbr_cli.resume import MARKER
+from cbr_cli.batch.discover import discover, plan_outputs
+from cbr_cli.batch.resume import MARKER
+from cbr_cli.cli.app import app
+from cbr_cli.errors import CbrError
+from cbr_cli.run.apply import ApplyOptions, run_apply
+from cbr_cli.spec.flags import LayerFlags, build_spec
 
 runner = CliRunner()
 
@@ -86,7 +87,32 @@ def test_discover_sorted_skips_hidden_dangling_and_non_images(mixed: Path):
     top = [p.name for p in discover(mixed)]
     assert top == ["a.jpg", "a.png", "b.bmp", "empty.png", "fake.jpg"]
     assert [p.name for p in discover(mixed, True, "*.png")] == ["a.png", "empty.png", "corrupt.png"]
-    assert [p.name for p in discover(mixed, True, "deeper/*")] == ["d.gif"]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        ("*.png", ["a.png", "empty.png", "sub/corrupt.png"]),  # `*` crosses `/`: any depth
+        ("sub/*", ["sub/c.tif", "sub/corrupt.png", "sub/deeper/d.gif", "sub/e.webp"]),
+        ("sub/deeper/*", ["sub/deeper/d.gif"]),
+        ("*/deeper/*", ["sub/deeper/d.gif"]),
+        ("a.*", ["a.jpg", "a.png"]),
+        ("[ab].png", ["a.png"]),
+    ],
+)
+def test_glob_matches_the_whole_relative_path_with_fnmatch_rules(
+    mixed: Path, pattern: str, expected: list[str]
+):
+    """README: `fnmatch` rules on the path relative to IN_DIR, `*` also matching `/`."""
+    found = [p.relative_to(mixed).as_posix() for p in discover(mixed, True, pattern)]
+    assert found == expected
+
+
+@pytest.mark.parametrize("pattern", ["deeper/*", "c.tif", "A.PNG"])
+def test_glob_is_anchored_at_in_dir_and_case_sensitive(mixed: Path, pattern: str):
+    """`deeper/*` names a top-level folder (there is none): not `sub/deeper/d.gif`."""
+    with pytest.raises(CbrError, match="matching"):
+        discover(mixed, True, pattern)
 
 
 def test_folder_symlinks_are_not_followed(tmp_path: Path):
@@ -359,14 +385,14 @@ def test_the_statistics_pass_is_named_for_what_it_computes(tmp_path: Path):
 
 
 def _engine_threads(_: object) -> int:
-    from cbr_cli._convolve import thread_count
+    from cbr_cli.core.threads import thread_count
 
     return thread_count()
 
 
 def test_workers_split_the_cpus_between_them():
-    from cbr_cli._convolve import thread_count
-    from cbr_cli.pool import WorkerPool, default_jobs
+    from cbr_cli.batch.pool import WorkerPool, default_jobs
+    from cbr_cli.core.threads import thread_count
 
     assert default_jobs() == thread_count()  # one definition of "the CPUs available"
     with WorkerPool(2, None) as pool:
@@ -559,13 +585,13 @@ def test_cli_batch_does_not_import_the_app_module():
     """cli.py imports cli_batch to register its commands; the reverse would be a cycle."""
     import ast
 
-    import cbr_cli.cli_batch
+    import cbr_cli.cli.batch
 
-    tree = ast.parse(Path(cbr_cli.cli_batch.__file__).read_text())
+    tree = ast.parse(Path(cbr_cli.cli.batch.__file__).read_text())
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    assert "cbr_cli.cli" not in imported
-    assert "cbr_cli.cli_common" in imported
+    assert "cbr_cli.cli.app" not in imported
+    assert "cbr_cli.cli.common" in imported
 
 
 @pytest.mark.parametrize("command", ["batch", "calibrate"])

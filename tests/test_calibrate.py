@@ -1,7 +1,7 @@
 """Dataset-wide BatchNorm statistics (streaming, Chan merging) and `cbr calibrate`.
 
 References are independent: numpy's mean/var over the stacked folder, and PyTorch's
-training-mode update written out with :func:`cbr_cli.ops.batch_norm` (itself checked
+training-mode update written out with :func:`cbr_cli.core.ops.batch_norm` (itself checked
 against torch in test_golden.py).
 """
 
@@ -16,18 +16,18 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from cbr_cli import ops
-from cbr_cli.calibrate import (
+from cbr_cli.batch.calibrate import (
     Moments,
     calibrated_plain,
     dataset_bn_stats,
     momentum_bn_stats,
     write_pipeline_yaml,
 )
-from cbr_cli.cli import app
+from cbr_cli.cli.app import app
+from cbr_cli.core import ops
 from cbr_cli.errors import CbrError
-from cbr_cli.flags import LayerFlags, build_spec
-from cbr_cli.pipeline import build_layers
+from cbr_cli.run.pipeline import build_layers
+from cbr_cli.spec.flags import LayerFlags, build_spec
 
 runner = CliRunner()
 
@@ -145,7 +145,7 @@ def test_dataset_stats_equal_numpy_over_the_stacked_folder(tmp_path, two_bn, siz
 
 def test_same_size_folder_equals_one_batch_through_run_layers(tmp_path, two_bn):
     """For one size, the statistics are those of cbr apply's (PyTorch train-mode) batch."""
-    from cbr_cli.pipeline import normalize_input, run_layers
+    from cbr_cli.run.pipeline import normalize_input, run_layers
 
     _, spec = two_bn
     paths = make_folder(tmp_path / "in", [(18, 18)] * 4)
@@ -455,8 +455,8 @@ def test_when_every_image_fails_in_the_pipeline_the_summary_says_so(tmp_path):
 
 
 def test_run_calibrate_writes_a_mixed_folder_as_rgb(tmp_path, two_bn):
-    from cbr_cli.calibrate import CalibrateOptions, run_calibrate
-    from cbr_cli.pool import Progress
+    from cbr_cli.batch.calibrate import CalibrateOptions, run_calibrate
+    from cbr_cli.batch.pool import Progress
 
     _, spec = two_bn
     make_folder(tmp_path / "in", [(12, 12)] * 2)

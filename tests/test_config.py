@@ -23,14 +23,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from cbr_cli.spec.yaml_reader import MAX_DEPTH, MAX_VALUES, Value, from_plain, load_yaml
+from cbr_cli.spec.flags import LayerFlags, build_spec
 from PIL import Image
 from typer.testing import CliRunner
 
-from cbr_cli.cli import app
-from cbr_cli.config import MAX_DEPTH, MAX_VALUES, Value, from_plain, load_yaml
+from cbr_cli.cli.app import app
 from cbr_cli.errors import CbrError
-from cbr_cli.flags import LayerFlags, build_spec
-from cbr_cli.spec import MAX_CHANNELS, MAX_SIDE, PipelineSpec, parse_pipeline
+from cbr_cli.spec.pipeline_spec import MAX_CHANNELS, MAX_SIDE, PipelineSpec, parse_pipeline
 
 runner = CliRunner()
 
@@ -606,8 +606,9 @@ def test_npy_data_beyond_the_checked_shape_is_not_read(workdir: Path, monkeypatc
     # million values for a 2-channel layer is refused without loading them (even
     # past the header-only check that normally catches it first).
     write_npy(workdir / "m.npy", np.zeros(1_000_000, np.float32))
-    from cbr_cli.pipeline import resolve_param
-    from cbr_cli.spec import ParamSource
+    from cbr_cli.run.pipeline import resolve_param
+
+    from cbr_cli.spec.pipeline_spec import ParamSource
 
     source = ParamSource(str(workdir / "m.npy"), "here")
     monkeypatch.setattr(ParamSource, "check", lambda self, channels, what: None)
@@ -925,7 +926,7 @@ def test_kernel_flag_replaces_the_weight_source_and_its_shape(tmp_path: Path) ->
 def test_kernel_flag_running_stats_of_the_old_width_are_reported(tmp_path: Path) -> None:
     # 4 running variances in the file, but -k sobel makes 2 channels: the file is wrong now.
     spec = spec_of(ONE_LAYER, tmp_path, LayerFlags(kernel=["sobel"]))
-    from cbr_cli.pipeline import build_layers
+    from cbr_cli.run.pipeline import build_layers
 
     with pytest.raises(CbrError, match=r"spec.yaml:4:\d+: layers\[0\]\.bn\.running_var: "):
         build_layers(spec, 1)
@@ -981,8 +982,9 @@ def test_layer_flag_with_a_multi_layer_config_through_the_cli(workdir: Path) -> 
 
 @pytest.mark.parametrize("bn", ["off", "false", "null", "{mode: off}", "{mode: none}"])
 def test_bn_can_be_switched_off_in_every_spelling(bn: str) -> None:
-    from cbr_cli.config import load_yaml
-    from cbr_cli.spec import parse_pipeline
+    from cbr_cli.spec.yaml_reader import load_yaml
+
+    from cbr_cli.spec.pipeline_spec import parse_pipeline
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "c.yaml"

@@ -1,4 +1,4 @@
-"""``cbr_cli._convolve.run_tasks``: the engines' thread pool (kept between calls)."""
+"""``cbr_cli.core.threads.run_tasks``: the engines' thread pool (kept between calls)."""
 
 from __future__ import annotations
 
@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
-from cbr_cli import _convolve
-from cbr_cli._convolve import run_tasks
-from cbr_cli.ops import conv2d
+from cbr_cli.core import threads as _threads
+from cbr_cli.core.ops import conv2d
+from cbr_cli.core.threads import run_tasks
 
 
 @pytest.fixture(autouse=True)
 def two_threads():
     """Two threads whatever the machine, so the helper pool is always used."""
-    _convolve.set_threads(2)
+    _threads.set_threads(2)
     yield
-    _convolve.set_threads(None)
+    _threads.set_threads(None)
 
 
 def blas_threads() -> list[int]:
@@ -109,7 +109,7 @@ def _conv_in_child(queue) -> None:
 def test_a_forked_child_gets_a_pool_of_its_own() -> None:
     """``cbr batch`` forks workers; the parent's pool threads do not exist there."""
     conv2d(np.ones((1, 16, 12, 12), np.float32), np.ones((4, 16, 3, 3), np.float32))
-    assert _convolve._pool is not None  # the parent has started its helpers
+    assert _threads._pool is not None  # the parent has started its helpers
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
     child = context.Process(target=_conv_in_child, args=(queue,))
@@ -121,7 +121,7 @@ def test_a_forked_child_gets_a_pool_of_its_own() -> None:
 
 def test_calls_from_several_threads_at_once_with_different_pool_sizes() -> None:
     """A call that grows the helper pool must not break a call just submitting to it."""
-    _convolve.set_threads(8)
+    _threads.set_threads(8)
     errors: list[BaseException] = []
     complete: list[bool] = []
     start = threading.Barrier(7)
@@ -152,7 +152,7 @@ def test_calls_from_several_threads_at_once_with_different_pool_sizes() -> None:
 
 def test_no_task_still_runs_when_run_tasks_raises() -> None:
     """One helper fails while another is in a slow task: the call waits for it."""
-    _convolve.set_threads(3)
+    _threads.set_threads(3)
     caller = threading.current_thread()
     lock = threading.Lock()
     state = {"failed": False, "running": 0}
@@ -181,7 +181,7 @@ def test_no_task_still_runs_when_run_tasks_raises() -> None:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork is Linux's start method")
 def test_worker_pool_ends_the_helpers_before_it_forks() -> None:
     """``cbr batch`` forks its workers: no helper thread may exist at that moment."""
-    from cbr_cli.pool import WorkerPool
+    from cbr_cli.batch.pool import WorkerPool
 
     conv2d(np.ones((1, 16, 12, 12), np.float32), np.ones((4, 16, 3, 3), np.float32))
     assert any(t.name.startswith("cbr-engine") for t in threading.enumerate())

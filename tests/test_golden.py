@@ -1,4 +1,4 @@
-"""``cbr_cli.ops`` against PyTorch's own numbers, stored in ``fixtures/golden_ops.npz``.
+"""``cbr_cli.core.ops`` against PyTorch's own numbers, stored in ``fixtures/golden_ops.npz``.
 
 The fixtures are written by ``fixtures/make_golden.py`` (torch 2.13.0, CPU, float32);
 this file needs only numpy.  Tolerances, all float32:
@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cbr_cli.ops import batch_norm, conv2d, leaky_relu, relu
+from cbr_cli.core.ops import batch_norm, conv2d, leaky_relu, relu
 from tests.reference import conv2d_reference
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden_ops.npz"
@@ -162,8 +162,8 @@ def test_conv_bn_relu_block_golden() -> None:
 
 def test_conv_bn_relu_block_golden_through_the_pipeline() -> None:
     """The path `cbr apply` runs (pipeline.run_layers: BN mode batch) gives torch's numbers."""
-    from cbr_cli.pipeline import BuiltLayer, run_layers
-    from cbr_cli.spec import BNSpec, ConvSpec, LayerSpec
+    from cbr_cli.run.pipeline import BuiltLayer, run_layers
+    from cbr_cli.spec.pipeline_spec import BNSpec, ConvSpec, LayerSpec
 
     name = "block_conv_bn_relu"
     params = CASES[name]["params"]

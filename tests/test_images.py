@@ -1,4 +1,4 @@
-"""Tests for cbr_cli.images: every mode and format generated in tmp_path with Pillow.
+"""Tests for cbr_cli.io.images: every mode and format generated in tmp_path with Pillow.
 
 Expected values come from the documented scaling (``samples / max_value``) computed
 independently here, or from Pillow itself (``convert``, ``ImageOps.exif_transpose``)
@@ -15,13 +15,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cbr_cli.io.images import IMAGE_SUFFIXES, LoadedImage, load_image, read_image_size
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile, ImageOps
 
-from cbr_cli import images, readfile
+from cbr_cli.io import images
+
+from cbr_cli.io import readfile
 from cbr_cli.errors import CbrError
-from cbr_cli.images import IMAGE_SUFFIXES, LoadedImage, load_image, read_image_size
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 

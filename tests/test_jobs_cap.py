@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from cbr_cli.cli import app
+from cbr_cli.cli.app import app
 
 runner = CliRunner()
 

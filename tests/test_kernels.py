@@ -9,10 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cbr_cli import kernels
-from cbr_cli.errors import CbrError
-from cbr_cli.kernels import (
-    DIRECTIONS,
+from cbr_cli.core import kernels
+from cbr_cli.core.kernel_bank import DIRECTIONS
+from cbr_cli.core.kernels import (
     describe,
     expand_names,
     get_kernel,
@@ -22,6 +21,7 @@ from cbr_cli.kernels import (
     stack_kernels,
     stack_shape,
 )
+from cbr_cli.errors import CbrError
 from tests.helpers import run_python
 
 
@@ -424,8 +424,8 @@ def test_stack_shape_agrees_with_stack_kernels_or_both_reject(names: list[str]) 
 
 def test_stack_shape_does_not_import_numpy() -> None:
     code = (
-        "import sys, cbr_cli.kernels; "
-        "print(cbr_cli.kernels.stack_shape(['sobel', 'gaussian:7:1.5'])); "
+        "import sys, cbr_cli.core.kernels; "
+        "print(cbr_cli.core.kernels.stack_shape(['sobel', 'gaussian:7:1.5'])); "
         "print('numpy' in sys.modules)"
     )
     result = run_python(code)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cbr_cli.ops import batch_norm, channel_mean_var, leaky_relu, relu
+from cbr_cli.core.ops import batch_norm, channel_mean_var, leaky_relu, relu
 
 # ----------------------------------------------------------- batch_norm: by hand
 

@@ -1,4 +1,4 @@
-"""``cbr_cli.ops.conv2d`` against the plain-loop reference in ``tests/reference.py``.
+"""``cbr_cli.core.ops.conv2d`` against the plain-loop reference in ``tests/reference.py``.
 
 Tolerances.  Let ``M[n, o, i, j] = |bias[o]| + sum |w| * |x|`` over the taps that output
 reads (the reference applied to ``|x|``, ``|w|``, ``|b|``).  Rounding errors of a sum of
@@ -32,10 +32,10 @@ import pytest
 from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
-from cbr_cli import _convolve
+from cbr_cli.core import conv_direct, conv_fft, threads
+from cbr_cli.core.ops import conv2d
+from cbr_cli.core.shapes import conv2d_geometry
 from cbr_cli.errors import CbrError
-from cbr_cli.ops import conv2d
-from cbr_cli.shapes import conv2d_geometry
 from tests.reference import (
     PADDING_MODES,
     axis_padding,
@@ -252,6 +252,11 @@ DIRECT_PATHS = {
 }
 
 
+def _engine_of(name: str) -> object:
+    """The engine module that owns a tuning constant."""
+    return conv_fft if name.startswith("FFT_") else conv_direct
+
+
 @settings(max_examples=150, deadline=None)
 @with_pinned
 @given(case=conv_cases())
@@ -259,7 +264,7 @@ DIRECT_PATHS = {
 def test_conv2d_in_one_row_chunks_matches_reference(path: str, case: ConvCase) -> None:
     with pytest.MonkeyPatch.context() as patch:
         for name, value in {**SMALLEST_CHUNKS, **DIRECT_PATHS[path]}.items():
-            patch.setattr(_convolve, name, value)  # raises if the name is gone
+            patch.setattr(_engine_of(name), name, value)  # raises if the name is gone
         check_against_reference(case)
 
 
@@ -269,7 +274,7 @@ def test_conv2d_in_one_row_chunks_matches_reference(path: str, case: ConvCase) -
 def test_conv2d_row_taps_match_reference(case: ConvCase) -> None:
     with pytest.MonkeyPatch.context() as patch:
         for name, value in DIRECT_PATHS["row taps"].items():
-            patch.setattr(_convolve, name, value)
+            patch.setattr(_engine_of(name), name, value)
         check_against_reference(case)
 
 
@@ -293,12 +298,12 @@ def test_conv2d_row_taps_match_reference(case: ConvCase) -> None:
 def test_row_tap_chunks(c_in_g, kernel, stride_h, size, batch, expected) -> None:
     """Row taps: stride 1, depth C_in/groups * kW >= 32, 2+ whole rows, 1024+ positions;
     as many rows as 4 MiB hold (band, output, partial sum), a chunk per thread."""
-    _convolve.set_threads(2)
+    threads.set_threads(2)
     try:
         geo = conv2d_geometry(size, kernel, (stride_h, 1), "same" if stride_h == 1 else 1)
-        chunk = _convolve.row_tap_chunk(batch, 1, c_in_g, c_in_g, kernel, geo)
+        chunk = conv_direct.row_tap_chunk(batch, 1, c_in_g, c_in_g, kernel, geo)
     finally:
-        _convolve.set_threads(None)
+        threads.set_threads(None)
     assert chunk == expected
 
 
@@ -494,3 +499,18 @@ def test_large_dilation_same_does_not_pad_the_whole_input(method: str) -> None:
     assert peak < 4 * 2**20, peak
     expected = np.einsum("oc,nchw->nohw", w[:, :, 2, 2].astype(np.float64), x)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_fft_cost_counts_the_tiles_the_engine_makes_for_float64() -> None:
+    """float64 spectra are twice as large: the engine cuts more tiles, and so must the model."""
+    from cbr_cli.core.conv_cost import _FFT_FIXED, fft_seconds
+    from cbr_cli.core.conv_fft import fft_plan
+
+    geo = conv2d_geometry((1024, 1024), (15, 15), 1, 7, 1)
+    assert fft_plan(16, 16, 1, geo, 8).tiles > fft_plan(16, 16, 1, geo, 4).tiles
+    single, double = (fft_seconds(1, 16, 16, 1, (15, 15), geo, size) for size in (4, 8))
+    tiles4, tiles8 = (fft_plan(16, 16, 1, geo, size).tiles for size in (4, 8))
+    # Kernel spectra are paid once; each tile adds the same per-tile cost, so the variable
+    # part grows with the tile count (the tiles are shorter, hence cheaper, but more).
+    assert double > single > _FFT_FIXED
+    assert tiles8 / tiles4 > 3

@@ -1,4 +1,4 @@
-"""Every invalid argument of ``cbr_cli.ops`` raises ``CbrError`` naming it and its value.
+"""Every invalid argument of ``cbr_cli.core.ops`` raises ``CbrError`` naming it and its value.
 
 Each case is ``(call, fragments)``: the call must raise exactly :class:`CbrError` (not a
 numpy ``ValueError`` or an ``IndexError`` from deep inside), and its message must contain
@@ -12,9 +12,9 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from cbr_cli.core.ops import batch_norm, conv2d, leaky_relu, relu
+from cbr_cli.core.shapes import conv2d_geometry
 from cbr_cli.errors import CbrError
-from cbr_cli.ops import batch_norm, conv2d, leaky_relu, relu
-from cbr_cli.shapes import conv2d_geometry
 
 X = np.zeros((1, 3, 5, 5), dtype=np.float32)
 W = np.ones((4, 3, 3, 3), dtype=np.float32)

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from cbr_cli.cli import app
+from cbr_cli.cli.app import app
 from cbr_cli.errors import CbrError
-from cbr_cli.outlock import LOCK_FILE, out_lock
+from cbr_cli.io.outlock import LOCK_FILE, out_lock
 
 runner = CliRunner()
 

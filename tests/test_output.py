@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from cbr_cli.errors import CbrError
-from cbr_cli.output import (
+from cbr_cli.io.writers import (
     atomic_write_bytes,
     atomic_writer,
     ensure_dir,

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cbr_cli import render
 from cbr_cli.errors import CbrError
-from cbr_cli.render import (
+from cbr_cli.io import render
+from cbr_cli.io.render import (
     BACKGROUND,
     COLORMAPS,
     INK,
@@ -400,8 +400,8 @@ def imported_roots(path: Path) -> set[str]:
     return roots
 
 
-@pytest.mark.parametrize("module", ["render", "kernels"])
+@pytest.mark.parametrize("module", ["io/render.py", "core/kernels.py"])
 def test_pure_numpy_modules_do_not_import_pillow(module: str) -> None:
-    roots = imported_roots(Path(render.__file__).with_name(f"{module}.py"))
+    roots = imported_roots(Path(render.__file__).parents[1] / module)
     assert "numpy" in roots
     assert roots.isdisjoint({"PIL", "typer", "rich", "scipy"})

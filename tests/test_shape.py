@@ -1,7 +1,7 @@
 """``cbr shape``: the layer arithmetic against the engine, against PyTorch, and the CLI.
 
-* Property (hypothesis): for random stacks, :func:`cbr_cli.layerstack.analyze` gives every
-  layer exactly the shape :func:`cbr_cli.ops.conv2d` produces on a zero input, or both
+* Property (hypothesis): for random stacks, :func:`cbr_cli.spec.layerstack.analyze` gives every
+  layer exactly the shape :func:`cbr_cli.core.ops.conv2d` produces on a zero input, or both
   reject the same layer.
 * Golden: ``fixtures/shape_golden.json`` (``fixtures/make_shape_golden.py``, torch 2.13.0)
   holds PyTorch's output shapes, parameter counts, FLOP counts and *measured* receptive
@@ -24,13 +24,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from cbr_cli import ops
-from cbr_cli.cli import app
-from cbr_cli.config import from_plain
+from cbr_cli.cli.app import app
+from cbr_cli.core import ops
+from cbr_cli.core.shapes import PADDING_MODES, ReceptiveField, conv2d_geometry
 from cbr_cli.errors import CbrError
-from cbr_cli.layerstack import WARNING_KINDS, analyze, parse_input_size
-from cbr_cli.shapes import PADDING_MODES, ReceptiveField, conv2d_geometry
-from cbr_cli.spec import BNSpec, ConvSpec, InputSpec, LayerSpec, PipelineSpec, parse_pipeline
+from cbr_cli.spec.layerstack import WARNING_KINDS, analyze, parse_input_size
+from cbr_cli.spec.pipeline_spec import (
+    BNSpec,
+    ConvSpec,
+    InputSpec,
+    LayerSpec,
+    PipelineSpec,
+    parse_pipeline,
+)
+from cbr_cli.spec.yaml_reader import from_plain
 from tests.helpers import REPO, run_python
 
 GOLDEN = REPO / "tests" / "fixtures" / "shape_golden.json"
@@ -526,7 +533,7 @@ HEAVY = ("numpy", "scipy", "PIL", "yaml")
 def _imported_after(args: list[str]) -> list[str]:
     code = (
         "import json, sys\n"
-        "from cbr_cli.cli import app\n"
+        "from cbr_cli.cli.app import app\n"
         f"try:\n    app({args!r}, prog_name='cbr')\n"
         "except SystemExit as exc:\n    assert not exc.code, exc.code\n"
         f"heavy = {HEAVY!r}\n"

@@ -1,0 +1,180 @@
+"""The folder-level files of ``cbr batch``: statistics, aggregates, failures, manifest.
+
+Written at the end of every run (also when every image was skipped), atomically, from
+the done-markers of the finished images read one at a time, so memory does not grow
+with per-image statistics. Every file is a function of the inputs, the pipeline and
+the options alone (no timestamps, no timings, no "skipped this time"), so an
+interrupted run that is resumed ends with the same bytes as an uninterrupted one.
+
+``OUT/stats.csv``
+    One row per image, layer, stage and channel: ``image`` (path relative to ``IN``),
+    ``layer``, ``stage``, ``channel``, ``label``, ``min``, ``max``, ``mean``, ``std``
+    (population), ``frac_zero``, ``frac_negative``. Floats are written with ``repr``
+    (they read back exactly).
+``OUT/aggregate.csv``
+    One row per layer, stage and channel over every finished image: ``images``,
+    ``count`` (values), ``min``, ``max``, and ``mean``/``std`` over all values, merged
+    from each image's count, mean and std with Chan et al.'s exact update (each
+    image's std is float32-accumulated, so relative accuracy ~1e-6), and the fractions
+    of zeros and negatives over all values.
+``OUT/failures.txt``
+    One line per failed image, ``path: reason`` (empty when none failed).
+``OUT/manifest.json``
+    The resolved pipeline, options, versions and seeds (as ``cbr apply``'s manifest,
+    without its creation time) plus every image's output folder and status
+    (``done``, ``failed`` with the reason, or ``not run``).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cbr_cli.batch.calibrate import Moments
+from cbr_cli.batch.resume import read_marker
+
+if TYPE_CHECKING:
+    from cbr_cli.batch.discover import ImageJob
+    from cbr_cli.batch.runner import BatchOptions
+    from cbr_cli.spec.pipeline_spec import PipelineSpec
+
+STATS_COLUMNS = (
+    "image", "layer", "stage", "channel", "label",
+    "min", "max", "mean", "std", "frac_zero", "frac_negative",
+)  # fmt: skip
+AGGREGATE_COLUMNS = (
+    "layer", "stage", "channel", "label", "images", "count",
+    "min", "max", "mean", "std", "frac_zero", "frac_negative",
+)  # fmt: skip
+
+
+def _num(value: Any) -> str:
+    if value is None:
+        return ""
+    value = float(value)
+    return repr(value) if math.isfinite(value) else str(value)
+
+
+@dataclass
+class _StageTotal:
+    """A stage's per-channel totals over images (arrays of shape (C,))."""
+
+    labels: list[str]
+    images: int = 0
+    moments: Moments | None = None
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
+    zeros: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    negatives: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def add(self, channels: list[dict[str, Any]], count: int) -> None:
+        def column(key: str) -> np.ndarray:
+            return np.array([np.nan if c[key] is None else c[key] for c in channels], float)
+
+        std = column("std")
+        moments = Moments(count, column("mean"), std * std * count)
+        self.moments = moments if self.moments is None else self.moments.merge(moments)
+        self.low = column("min") if self.low is None else np.fmin(self.low, column("min"))
+        self.high = column("max") if self.high is None else np.fmax(self.high, column("max"))
+        zeros = np.rint(column("frac_zero") * count)
+        negatives = np.rint(column("frac_negative") * count)
+        self.zeros = zeros if self.images == 0 else self.zeros + zeros
+        self.negatives = negatives if self.images == 0 else self.negatives + negatives
+        self.images += 1
+
+
+def write_reports(
+    in_dir: str,
+    out_root: str,
+    jobs: list[ImageJob],
+    status: dict[str, str],
+    failures: dict[str, str],
+    spec: PipelineSpec,
+    color: str | None,
+    options: BatchOptions,
+    bn_stats: str | None = None,
+) -> dict[str, str]:
+    """Write the four folder-level files; returns ``{kind: path}``."""
+    from cbr_cli.io.writers import atomic_writer, write_json
+    from cbr_cli.run.apply import manifest
+
+    root = Path(out_root)
+    paths = {
+        "stats": root / "stats.csv",
+        "aggregate": root / "aggregate.csv",
+        "failures": root / "failures.txt",
+        "manifest": root / "manifest.json",
+    }
+    totals: dict[tuple[str, str], _StageTotal] = {}
+    entries = []
+    with atomic_writer(paths["stats"], "w", durable=False) as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(STATS_COLUMNS)
+        for job in jobs:
+            entry: dict[str, Any] = {"path": job.rel}
+            state = status[job.rel]
+            marker = read_marker(job.folder) if state in ("processed", "skipped") else None
+            if marker is None:
+                entry["status"] = "failed" if job.rel in failures else "not run"
+                if job.rel in failures:
+                    entry["reason"] = failures[job.rel]
+                entries.append(entry)
+                continue
+            image = marker["image"]
+            entry.update(status="done", out_dir=job.out_rel, source=image["source"])
+            entries.append(entry)
+            for stage in image["stages"]:
+                channels = stage["channels"]
+                key = (stage["layer"], stage["stage"])
+                total = totals.setdefault(key, _StageTotal([c["label"] for c in channels]))
+                total.add(channels, stage["shape"][1] * stage["shape"][2])
+                for c in channels:
+                    writer.writerow(
+                        [job.rel, stage["layer"], stage["stage"], c["channel"], c["label"]]
+                        + [_num(c[k]) for k in STATS_COLUMNS[5:]]
+                    )
+
+    with atomic_writer(paths["aggregate"], "w", durable=False) as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(AGGREGATE_COLUMNS)
+        for (layer, stage), total in totals.items():
+            m = total.moments
+            if m is None or total.low is None or total.high is None:
+                continue
+            std = np.sqrt(m.var)
+            for c, label in enumerate(total.labels):
+                writer.writerow(
+                    [layer, stage, c, label, total.images, m.count]
+                    + [_num(v) for v in (total.low[c], total.high[c], m.mean[c], std[c])]
+                    + [_num(total.zeros[c] / m.count), _num(total.negatives[c] / m.count)]
+                )
+
+    with atomic_writer(paths["failures"], "w", durable=False) as f:
+        for job in jobs:
+            if job.rel in failures:
+                f.write(f"{job.rel}: {failures[job.rel]}\n")
+
+    data = manifest(spec, [], options.output)
+    data.pop("created", None)
+    data.pop("inputs", None)
+    data["options"]["channel_pngs"] = options.output.channel_pngs
+    data["options"]["color"] = color
+    data["input"] = {
+        "folder": os.path.abspath(in_dir),
+        "recursive": options.recursive,
+        "glob": options.glob,
+    }
+    data["bn_stats"] = bn_stats
+    data["images"] = entries
+    data["counts"] = {
+        kind: sum(1 for e in entries if e["status"] == kind)
+        for kind in ("done", "failed", "not run")
+    }
+    write_json(paths["manifest"], data)
+    return {kind: str(path) for kind, path in paths.items()}

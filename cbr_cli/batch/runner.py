@@ -1,0 +1,379 @@
+"""``cbr batch``'s work: a folder of images in, ``cbr apply``'s outputs per image out. No printing.
+
+Steps
+-----
+1. Find the images (:mod:`cbr_cli.batch.discover`) and their output folders
+   (``OUT/<relative dir>/<name>/``, the files ``cbr apply`` writes per image).
+2. Scan the headers (:func:`cbr_cli.batch.scan.scan_folder`, ~0.1 ms per file) and check
+   the config against them (:func:`cbr_cli.batch.scan.check_config`): the colour is
+   ``input.color`` if configured; otherwise, as ``cbr apply`` does for a batch, a
+   folder that mixes gray and colour images is read as RGB, else every image as
+   stored. A config that does not fit the channels, or (when every image reaches the
+   first layer at one size) the size, is one error before anything is written.
+   Then OUT is locked (:mod:`cbr_cli.io.outlock`): a second run into the same OUT is
+   refused before it reads, cleans or writes anything there.
+3. Dataset-wide BN: with a ``mode: batch`` BN, compute its statistics over the whole
+   folder first (:func:`cbr_cli.batch.calibrate.dataset_bn_stats`, cached in
+   ``OUT/bn_stats.json`` for reruns on the same inputs), then give them to every image:
+   each image's outputs are those of PyTorch's training-mode BN with the folder as
+   one batch, computed one image at a time.
+4. Skip images an earlier run finished (:mod:`cbr_cli.batch.resume`); process the others in
+   worker processes (:mod:`cbr_cli.batch.pool`), each image on its own, its done-marker
+   written last.
+5. Write the folder's reports (:mod:`cbr_cli.batch.reports`): ``stats.csv``,
+   ``aggregate.csv``, ``failures.txt``, ``manifest.json``.
+
+An image that fails (unreadable, corrupt, wrong channel count for given weights, out
+of memory, cannot write) is reported and the run goes on (``fail_fast`` stops at
+the first). Any other exception, Ctrl-C included, stops the workers at once and
+removes the files of the images that were in flight before it propagates; finished
+images are kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cbr_cli.run.apply import ApplyOptions, process_image
+from cbr_cli.batch.calibrate import batch_bn_layers, dataset_bn_stats
+from cbr_cli.batch.discover import ImageJob, check_overlap, discover, plan_outputs
+from cbr_cli.errors import CbrError
+from cbr_cli.batch.scan import RunSetup, check_config, failure_reason, scan_folder
+from cbr_cli.run.pipeline import needs_whole_batch
+from cbr_cli.batch.pool import Progress, WorkerPool, resolve_jobs, state
+from cbr_cli.batch.resume import (
+    clean_temp_files,
+    clear_outputs,
+    digest,
+    finished,
+    image_fingerprint,
+    input_state,
+    npy_digests,
+    relative_record,
+    write_marker,
+)
+from cbr_cli.spec.pipeline_spec import PipelineSpec
+
+BN_STATS_FILE = "bn_stats.json"
+
+BatchStats = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """How ``cbr batch`` runs; ``output`` holds the per-image options of ``cbr apply``."""
+
+    out_dir: str
+    recursive: bool = False
+    glob: str | None = None
+    jobs: int | None = None
+    force: bool = False
+    fail_fast: bool = False
+    output: ApplyOptions = field(default_factory=ApplyOptions)
+
+
+@dataclass
+class BatchResult:
+    """What a run did. ``status`` maps an image (relative path) to ``"processed"``,
+    ``"skipped"`` (finished by an earlier run), ``"failed"`` or ``"not run"`` (after
+    ``fail_fast`` stopped)."""
+
+    out_dir: str
+    status: dict[str, str]
+    failures: list[tuple[str, str]]
+    files: dict[str, str]
+    stopped: bool = False
+    warnings: list[str] = field(default_factory=list)
+    """One line each: state files in OUT that were not as cbr writes them (ignored)."""
+
+    def count(self, status: str) -> int:
+        return sum(1 for s in self.status.values() if s == status)
+
+
+# -------------------------------------------------------------- worker side
+
+
+def _process_task(item: tuple[ImageJob, str | None, str, BatchStats | None]) -> str | None:
+    """Process one image in a worker; None when done, else the reason it failed."""
+    job, fingerprint, out_root, batch_stats = item
+    setup: RunSetup = state()
+    try:
+        clear_outputs(job.folder, out_root)  # an earlier run's outputs, stray temp files
+        record = process_image(
+            job.path,
+            job.name,
+            job.folder,
+            setup.spec,
+            setup.options,
+            color=setup.color,
+            layers=setup.layers,
+            batch_stats=batch_stats,
+        )
+        write_marker(job.folder, fingerprint, relative_record(record.to_dict(), out_root))
+    except (CbrError, MemoryError) as exc:
+        with contextlib.suppress(CbrError):
+            clear_outputs(job.folder, out_root, remove_empty=True)
+        return failure_reason(exc)
+    return None
+
+
+# -------------------------------------------------------------- parent side
+
+
+def run_key(
+    spec: PipelineSpec, color: str | None, options: ApplyOptions, stats: BatchStats | None
+) -> str:
+    """The part of every image's fingerprint that is the same for the whole run."""
+    from cbr_cli import __version__
+
+    plain = spec.to_plain()
+    return digest(
+        {
+            "cbr": __version__,
+            "pipeline": plain,
+            "npy": npy_digests(plain),
+            "color": color,
+            "resize": options.resize,
+            "colormap": options.colormap,
+            "normalize": options.normalize,
+            "save_npy": options.save_npy,
+            "channel_pngs": options.channel_pngs,
+            "bn_stats": stats,
+        }
+    )
+
+
+def stages_written(spec: PipelineSpec) -> list[tuple[str, str, int]]:
+    """``(layer, stage, channels)`` of every stage an image's marker lists, in order."""
+    stages = []
+    for layer in spec.layers:
+        channels = layer.conv.out_channels
+        stages.append((layer.name, "conv", channels))
+        if layer.bn is not None:
+            stages.append((layer.name, "bn", channels))
+        if layer.activation != "none":
+            stages.append((layer.name, "act", channels))
+    return stages
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Finish clean-up even if Ctrl-C is pressed again."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _discard(item: tuple[ImageJob, str | None, str, Any], done: dict[int, str]) -> None:
+    """After the workers are gone: keep an in-flight image that finished, clear the rest."""
+    job, fingerprint, out_root, _ = item
+    if finished(job.folder, fingerprint, out_root):
+        done[job.index] = "processed"
+    else:
+        with contextlib.suppress(CbrError):
+            clear_outputs(job.folder, out_root, remove_empty=True)
+
+
+class _Run:
+    """One ``run_batch`` call's state."""
+
+    def __init__(
+        self,
+        in_dir: str,
+        spec: PipelineSpec,
+        options: BatchOptions,
+        on_progress: Callable[[Progress], None] | None,
+    ) -> None:
+        check_overlap(in_dir, options.out_dir)
+        if os.path.exists(options.out_dir) and not os.path.isdir(options.out_dir):
+            raise CbrError(f"--out {options.out_dir}: exists and is not a folder")
+        images = discover(in_dir, options.recursive, options.glob)
+        self.spec = spec
+        self.options = options
+        self.out_root = os.path.abspath(options.out_dir)
+        self.jobs = plan_outputs(in_dir, images, options.out_dir)
+        self.workers = resolve_jobs(options.jobs, len(self.jobs))
+        self.emit = on_progress or (lambda progress: None)
+        self.status: dict[int, str] = {}
+        self.failures: dict[int, str] = {}
+        self.stopped = False
+        self.warnings: list[str] = []
+        scan = scan_folder(spec, [job.path for job in self.jobs], options.output.resize)
+        self.color = scan.color
+        self.setup = RunSetup(spec, self.color, options.output)
+        check_config(self.setup, scan)
+
+    def calibrate(self, pool: WorkerPool[Any]) -> BatchStats | None:
+        """Dataset-wide statistics of the batch-mode BN layers (cached in OUT)."""
+        from cbr_cli import __version__
+        from cbr_cli.io.writers import write_json
+        from cbr_cli.batch.statefiles import read_bn_cache
+
+        plain = self.spec.to_plain()
+        key = digest(
+            {
+                "cbr": __version__,
+                "pipeline": plain,
+                "npy": npy_digests(plain),
+                "color": self.color,
+                "resize": self.options.output.resize,
+                "inputs": [input_state(job.path) for job in self.jobs],
+            }
+        )
+        cache = Path(self.out_root) / BN_STATS_FILE
+        by_rel = {job.rel: job.index for job in self.jobs}
+        data = None
+        if not self.options.force:
+            layers = [self.spec.layers[i] for i in batch_bn_layers(self.spec)]
+            channels = {layer.name: layer.conv.out_channels for layer in layers}
+            data, problem = read_bn_cache(cache, key, channels, list(by_rel))
+            self.warnings += [problem] if problem else []
+        if data is None:
+            result = dataset_bn_stats(
+                [job.path for job in self.jobs],
+                self.spec,
+                color=self.color,
+                resize=self.options.output.resize,
+                pool=pool,
+                names=[job.rel for job in self.jobs],
+                on_progress=self.emit,
+                fail_fast=self.options.fail_fast,
+            )
+            data = {
+                "key": key,
+                "images": result.images,
+                "failures": [list(f) for f in result.failures],
+                "layers": {
+                    name: {"count": m.count, "mean": m.mean, "var": m.var}
+                    for name, m in result.layers.items()
+                },
+            }
+            if result.stopped:
+                self.stopped = True
+            else:
+                write_json(cache, data)
+        for rel, reason in data["failures"]:
+            self.failures[by_rel[rel]] = reason
+            self.status[by_rel[rel]] = "failed"
+        if not data["layers"]:
+            return None
+        return {
+            name: (np.asarray(v["mean"], dtype=np.float64), np.asarray(v["var"], dtype=np.float64))
+            for name, v in data["layers"].items()
+        }
+
+    def process(self, pool: WorkerPool[Any], stats: BatchStats | None) -> None:
+        key = run_key(self.spec, self.color, self.options.output, stats)
+        self.stages = stages_written(self.spec)
+        todo = []
+        for job in self.jobs:
+            if job.index in self.failures:
+                with contextlib.suppress(CbrError):  # stale outputs of an earlier, good file
+                    clear_outputs(job.folder, self.out_root, remove_empty=True)
+                continue
+            fingerprint = image_fingerprint(key, job.path)
+            if not self.options.force and finished(
+                job.folder, fingerprint, self.out_root, self.stages, self.warnings.append
+            ):
+                self.status[job.index] = "skipped"
+            else:
+                todo.append((job, fingerprint, self.out_root, stats))
+        skipped = sum(1 for s in self.status.values() if s == "skipped")
+        progress = Progress("process", len(todo), skipped=skipped)
+        if todo:
+            pool.start()
+        self.emit(progress)
+        for (job, *_), reason in pool.run(_process_task, todo):
+            if reason is None:
+                self.status[job.index] = "processed"
+            else:
+                self.status[job.index] = "failed"
+                self.failures[job.index] = reason
+            progress = replace(
+                progress,
+                done=progress.done + 1,
+                failed=progress.failed + (reason is not None),
+                item=job.rel,
+                reason=reason,
+            )
+            self.emit(progress)
+            if reason is not None and self.options.fail_fast:
+                self.stopped = True
+                for item in pool.stop():
+                    _discard(item, self.status)
+                break
+
+
+def run_batch(
+    in_dir: str | os.PathLike[str],
+    spec: PipelineSpec,
+    options: BatchOptions,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> BatchResult:
+    """Process every image under ``in_dir`` into ``options.out_dir`` (see the module docstring).
+
+    Raises
+    ------
+    CbrError
+        Bad folders or options (nothing is written), or a report cannot be written.
+    KeyboardInterrupt
+        After stopping the workers and removing the in-flight images' files.
+    """
+    from cbr_cli.io.outlock import out_lock
+    from cbr_cli.io.writers import ensure_dir
+
+    run = _Run(os.fspath(in_dir), spec, options, on_progress)
+    ensure_dir(run.out_root)
+    with out_lock(options.out_dir):  # before anything in OUT is read, cleaned or written
+        return _locked_run(run, os.fspath(in_dir), spec, options)
+
+
+def _locked_run(run: _Run, in_dir: str, spec: PipelineSpec, options: BatchOptions) -> BatchResult:
+    """The part of :func:`run_batch` that reads and writes OUT (holding its lock)."""
+    from cbr_cli.batch.reports import write_reports
+
+    clean_temp_files(run.out_root)
+    if not needs_whole_batch(spec):  # an earlier run's, with another pipeline
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(Path(run.out_root) / BN_STATS_FILE)
+    with WorkerPool(run.workers, run.setup) as pool:
+        try:
+            stats = run.calibrate(pool) if needs_whole_batch(spec) else None
+            if not run.stopped and (stats is not None or not needs_whole_batch(spec)):
+                run.process(pool, stats)
+        except BaseException:
+            with _sigint_ignored():
+                for item in pool.stop():
+                    if len(item) == 4 and isinstance(item[0], ImageJob):
+                        _discard(item, {})
+            raise
+    status = {job.rel: run.status.get(job.index, "not run") for job in run.jobs}
+    failures = [(job.rel, run.failures[job.index]) for job in run.jobs if job.index in run.failures]
+    files = write_reports(
+        os.fspath(in_dir),
+        run.out_root,
+        run.jobs,
+        status,
+        dict(failures),
+        spec,
+        run.color,
+        options,
+        bn_stats=BN_STATS_FILE if needs_whole_batch(spec) else None,
+    )
+    return BatchResult(
+        run.out_root, status, failures, files, stopped=run.stopped, warnings=run.warnings
+    )

@@ -1,0 +1,89 @@
+"""``cbr apply``: images in, feature maps, PNGs, arrays and statistics out.
+
+Registered on the app by :func:`register` (called at the bottom of :mod:`cbr_cli.cli.app`).
+numpy, Pillow and the pipeline are imported inside the command.
+"""
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from cbr_cli.cli.app import options as opt
+from cbr_cli.cli.common import run as _run
+
+if TYPE_CHECKING:
+    from cbr_cli.spec.flags import LayerFlags
+
+WIDE = 160  # columns for tables when stdout is not a terminal
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``apply`` command to ``app``."""
+    app.command("apply")(apply)
+
+
+Images = Annotated[
+    list[Path],
+    typer.Argument(help="Image files (PNG, JPEG, TIFF, BMP, WebP, GIF). Several form a batch."),
+]
+
+
+@opt.with_layer_flags
+def apply(
+    images: Images,
+    config: opt.Config = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("cbr-out"),
+    colormap: opt.Colormap = None,
+    normalize: opt.Normalize = "per-stage",
+    save_npy: opt.SaveNpy = False,
+    channel_pngs: opt.ChannelPngs = True,
+    resize: opt.Resize = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print statistics and written paths as JSON on stdout.")
+    ] = False,
+    *,
+    flags: "LayerFlags",  # the layer flags, gathered by with_layer_flags
+) -> None:
+    """Run images through Conv -> BN -> activation; write feature-map PNGs and statistics.
+
+    With no -c and no layer flags, runs a demonstration: the 'demo' kernel bank
+    (identity, blur, sharpen, emboss, Sobel, Laplacian, LoG) -> batch-stat BN -> ReLU.
+    """
+
+    def body() -> None:
+        from cbr_cli.run.apply import run_apply
+        from cbr_cli.spec.flags import build_spec
+
+        spec = build_spec(config, flags)
+        options = opt.output_options(out, colormap, normalize, save_npy, channel_pngs, resize)
+        _print_apply(run_apply([str(p) for p in images], spec, options), json_output)
+
+    _run(body)
+
+
+def _print_apply(result: object, json_output: bool) -> None:
+    import json
+
+    from rich.console import Console
+
+    from cbr_cli.cli.stats_tables import stats_tables
+    from cbr_cli.io.writers import to_jsonable
+
+    data = result.to_dict()  # type: ignore[attr-defined]
+    for warning in data["warnings"]:  # as `cbr shape` says them; stderr, also with --json
+        sys.stderr.write(f"warning: {warning}\n")
+    if json_output:
+        sys.stdout.write(json.dumps(to_jsonable(data), indent=2, allow_nan=False) + "\n")
+        console = Console(stderr=True)
+        if not console.is_terminal:
+            return
+    else:
+        console = Console()
+        if not console.is_terminal:  # piped: no terminal width to fit, do not cut numbers
+            console = Console(width=WIDE)
+    for image in data["images"]:
+        for table in stats_tables(image):
+            console.print(table)
+    console.print(f"wrote {len(data['images'])} image folder(s) and {data['manifest']}")

@@ -1,0 +1,283 @@
+"""Typer option types shared by the commands that describe a layer (``apply``, ``shape``, ...).
+
+Every layer flag defaults to ``None`` ("not given"); :mod:`cbr_cli.spec.flags` applies the
+defaults, so a flag given together with ``-c`` can be told apart from one left alone.
+"""
+
+import functools
+import inspect
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeVar
+
+import typer
+
+from cbr_cli.errors import CbrError
+
+if TYPE_CHECKING:
+    from cbr_cli.run.apply import ApplyOptions
+    from cbr_cli.spec.flags import LayerFlags
+
+T = TypeVar("T")
+
+CONV = "Conv layer (one block; with -c they override a one-layer config)"
+BN = "BatchNorm"
+ACT = "Activation"
+
+Config = Annotated[
+    Optional[Path],
+    typer.Option("--config", "-c", help="Pipeline YAML (any number of layers)."),
+]
+OutChannels = Annotated[
+    Optional[int],
+    typer.Option(help="Output channels (random weights; default 8).", rich_help_panel=CONV),
+]
+Kernel = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--kernel",
+        "-k",
+        help="Built-in kernel or set (repeatable; see `cbr kernels`), or one .npy weight "
+        "file of shape (out, in/groups, kH, kW). Default: the 'demo' set.",
+        rich_help_panel=CONV,
+    ),
+]
+KernelSize = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Kernel size for random weights: K or KHxKW (default 3).", rich_help_panel=CONV
+    ),
+]
+Stride = Annotated[
+    Optional[str], typer.Option(help="Stride: S or SHxSW (default 1).", rich_help_panel=CONV)
+]
+Padding = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Padding: P, PHxPW, valid, same or full (default 0). 'same' with stride > 1 "
+        "follows TensorFlow (output = ceil(size/stride)).",
+        rich_help_panel=CONV,
+    ),
+]
+PaddingMode = Annotated[
+    Optional[str],
+    typer.Option(
+        help="zeros, reflect, replicate or circular (default zeros).", rich_help_panel=CONV
+    ),
+]
+Dilation = Annotated[
+    Optional[str], typer.Option(help="Dilation: D or DHxDW (default 1).", rich_help_panel=CONV)
+]
+Groups = Annotated[
+    Optional[int], typer.Option(help="Conv groups (default 1).", rich_help_panel=CONV)
+]
+Bias = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--bias/--no-bias",
+        help="Conv bias (default: random for random weights, none for given kernels).",
+        rich_help_panel=CONV,
+    ),
+]
+Init = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Random init: kaiming_uniform (PyTorch's default), kaiming_normal, xavier_uniform.",
+        rich_help_panel=CONV,
+    ),
+]
+Seed = Annotated[
+    Optional[int], typer.Option(help="Seed for random weights (default 0).", rich_help_panel=CONV)
+]
+BNMode = Annotated[
+    Optional[str],
+    typer.Option(
+        "--bn",
+        help="batch (batch statistics, PyTorch train mode), running (PyTorch eval mode with "
+        "running stats 0/1 unless configured) or off (default batch).",
+        rich_help_panel=BN,
+    ),
+]
+Eps = Annotated[Optional[str], typer.Option(help="BN eps (default 1e-5).", rich_help_panel=BN)]
+Momentum = Annotated[
+    Optional[str], typer.Option(help="BN momentum (default 0.1).", rich_help_panel=BN)
+]
+Activation = Annotated[
+    Optional[str],
+    typer.Option(help="relu, leaky_relu or none (default relu).", rich_help_panel=ACT),
+]
+NegativeSlope = Annotated[
+    Optional[str],
+    typer.Option(help="LeakyReLU negative slope (default 0.01).", rich_help_panel=ACT),
+]
+Color = Annotated[
+    Optional[str],
+    typer.Option(help="Read images as gray or rgb (default: as stored)."),
+]
+
+
+LAYER_FLAGS = {
+    "out_channels": OutChannels,
+    "kernel": Kernel,
+    "kernel_size": KernelSize,
+    "stride": Stride,
+    "padding": Padding,
+    "padding_mode": PaddingMode,
+    "dilation": Dilation,
+    "groups": Groups,
+    "bias": Bias,
+    "init": Init,
+    "seed": Seed,
+    "bn": BNMode,
+    "eps": Eps,
+    "momentum": Momentum,
+    "activation": Activation,
+    "negative_slope": NegativeSlope,
+    "color": Color,
+}
+"""The flags that describe one layer, by :class:`~cbr_cli.spec.flags.LayerFlags` field."""
+
+
+def layer_flags(**values: object) -> "LayerFlags":
+    """Collect the layer flag values of a command into :class:`LayerFlags`."""
+    from cbr_cli.spec.flags import LayerFlags  # not at import time: keeps `cbr --help` light
+
+    return LayerFlags(**values)  # type: ignore[arg-type]
+
+
+def with_layer_flags(command: Callable[..., T]) -> Callable[..., T]:
+    """Give a command every layer flag; it receives them as one ``flags: LayerFlags``.
+
+    Typer reads a command's options from its signature, so the wrapper advertises the
+    command's own parameters (without ``flags``) followed by :data:`LAYER_FLAGS`, and
+    gathers those into a :class:`~cbr_cli.spec.flags.LayerFlags` before calling the command.
+    ``apply``, ``batch`` and ``shape`` thus take the same flags from one definition.
+    """
+    signature = inspect.signature(command)
+    own = [p for name, p in signature.parameters.items() if name != "flags"]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=kind)
+        for name, kind in LAYER_FLAGS.items()
+    ]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> T:
+        values = {name: kwargs.pop(name) for name in LAYER_FLAGS}
+        return command(flags=layer_flags(**values), **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=own + added)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {k: v for k, v in command.__annotations__.items() if k != "flags"}
+    return wrapper
+
+
+# ------------------------------------------------------------ output options
+
+OUTPUT = "Output"
+NORMALIZE_CHOICES = ("per-channel", "per-stage", "global")
+
+Colormap = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Colormap for every map: rdbu, viridis, magma or gray "
+        "(default: diverging for signed maps, sequential after ReLU).",
+        rich_help_panel=OUTPUT,
+    ),
+]
+Normalize = Annotated[
+    str,
+    typer.Option(help="Colour range per-channel, per-stage or global.", rich_help_panel=OUTPUT),
+]
+SaveNpy = Annotated[
+    bool,
+    typer.Option(
+        "--save-npy",
+        help="Also save raw float32 arrays (C, H, W) as .npy.",
+        rich_help_panel=OUTPUT,
+    ),
+]
+ChannelPngs = Annotated[
+    bool,
+    typer.Option(
+        "--channel-pngs/--no-channel-pngs",
+        help="Write one PNG per channel.",
+        rich_help_panel=OUTPUT,
+    ),
+]
+Resize = Annotated[
+    Optional[str],
+    typer.Option(help="Resize every image to HxW first (bicubic).", rich_help_panel=OUTPUT),
+]
+
+
+def parse_size(text: str | None, flag: str = "--resize") -> tuple[int, int] | None:
+    """``HxW`` (or ``H,W``) as a pair of positive ints; None stays None."""
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.lower().replace(",", "x").split("x")]
+    if len(parts) != 2 or not all(re.fullmatch("[0-9]{1,30}", p) and int(p) > 0 for p in parts):
+        raise CbrError(f"{flag}: expected HxW with positive integers, e.g. 512x512 (got {text!r})")
+    height, width = int(parts[0]), int(parts[1])
+    from PIL import Image  # only when the flag is given: `cbr --help` stays light
+
+    if height * width > Image.MAX_IMAGE_PIXELS:  # the decompression-bomb limit, as for files
+        raise CbrError(
+            f"{flag} {height}x{width}: {height * width} pixels is more than the "
+            f"{Image.MAX_IMAGE_PIXELS} an image may have"
+        )
+    return height, width
+
+
+def output_options(
+    out: Path,
+    colormap: str | None,
+    normalize: str,
+    save_npy: bool,
+    channel_pngs: bool,
+    resize: str | None,
+) -> "ApplyOptions":
+    """Validate the output flags shared by ``apply`` and ``batch`` into ApplyOptions."""
+    from cbr_cli.io import render
+    from cbr_cli.run.apply import ApplyOptions
+
+    if colormap is not None and colormap.lower() not in render.COLORMAPS:
+        raise CbrError(f"--colormap: expected one of {list(render.COLORMAPS)} (got {colormap!r})")
+    if normalize not in NORMALIZE_CHOICES:
+        raise CbrError(
+            f"--normalize: expected one of {list(NORMALIZE_CHOICES)} (got {normalize!r})"
+        )
+    return ApplyOptions(
+        out_dir=str(out),
+        colormap=colormap.lower() if colormap else None,
+        normalize=normalize,
+        save_npy=save_npy,
+        channel_pngs=channel_pngs,
+        resize=parse_size(resize),
+    )
+
+
+# ------------------------------------------------------------ plain numbers
+#
+# Numbers taken as text and parsed here, not by Typer (whose errors are a multi-line
+# usage message), so that a bad one is a one-line ``error: FLAG: expected ... (got ...)``
+# like every other cbr error. Ranges are checked where the value is used.
+
+
+def parse_int(text: str | None, flag: str, expected: str = "an integer") -> int | None:
+    """``text`` as an int; None stays None."""
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise CbrError(f"{flag}: expected {expected} (got {text!r})") from None
+
+
+def parse_float(text: str | None, flag: str, expected: str = "a number") -> float | None:
+    """``text`` as a float; None stays None."""
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise CbrError(f"{flag}: expected {expected} (got {text!r})") from None

@@ -1,0 +1,306 @@
+"""The direct convolution engine behind :func:`cbr_cli.core.ops.conv2d`: im2col + GEMM.
+
+It takes the unpadded input, its geometry and ``padding_mode``, and writes into a
+preallocated output; validation and dtype policy live in :mod:`cbr_cli.core.ops`. No loop
+over pixels: im2col in chunks of output rows, each chunk (columns plus its slice of the
+output) sized to stay in cache, then GEMMs (BLAS through ``np.matmul``) written straight
+into the output. No im2col matrix larger than one chunk per thread ever exists. With
+vertical stride 1 and enough input channels the chunks hold only the taps of one kernel
+row over a band of input rows (``kH`` times fewer copies, zero padding written into the
+band); otherwise the input is padded whole and each chunk holds every tap. Depthwise
+convolutions (one input channel per group) take the full-im2col path: their GEMM is a
+GEMV, with its own chunk budget. Chunks run on :func:`cbr_cli.core.threads.run_tasks`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from cbr_cli.core.shapes import ConvGeometry
+from cbr_cli.core.threads import run_tasks, thread_count
+
+# PyTorch padding_mode -> numpy.pad mode.  PyTorch "reflect" excludes the edge
+# sample (SciPy calls that "mirror"); numpy's "reflect" is the same thing.
+_NP_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+# Bytes of one im2col chunk plus its slice of the output, per thread (at least one
+# output row).  Measured on 2 vCPUs (1 MiB L2 each), float32, engine alone, in a quiet
+# moment: 768 KiB -> 1.5 MiB made deep (64->64, 3x3, 256^2) 40.3 -> 37.6 ms, stem
+# 56 -> 50, rgb1024 77 -> 68, rgb512 9.5 -> 6.9, batch16 101 -> 89; 2.5 MiB was within
+# 4% of 1.5 MiB everywhere.  (Fewer, larger GEMMs: a one-thread 64 x 576 x N sgemm runs
+# at 79 GFLOP/s for N = 256 and 84 for N = 512; the cost model was fitted at 768 KiB.)
+IM2COL_CHUNK_BYTES = 1536 * 1024
+# The same with one input channel per group (depthwise; the GEMM is a memory-bound
+# GEMV): 384 KiB-1 MiB best; 128 KiB 1.5-2x and 2 MiB 1.2-1.5x slower (64x256x256 and
+# 32x1024x1024, 3x3 and 7x7 kernels); 1 -> 8 channels at 1024^2 (graybank) 6.6 ms at
+# 512 KiB, 10 ms at 256 KiB or 1 MiB.  The tap-by-tap multiply-accumulate this replaced
+# was 1.2-2x slower at one output per group and 2-4x slower with channel multipliers.
+DEPTHWISE_CHUNK_BYTES = 512 * 1024
+# Bytes of one row-tap chunk (band of taps, output slice, partial sum), per thread.
+# Measured against IM2COL_CHUNK_BYTES (C -> C channels, "same"): 64 ch 3x3 at 256^2
+# (deep) 768 KiB 55 ms (one row per chunk), 1.5 MiB 40.7, 2 MiB 38-40, 3 MiB 38-41,
+# 4 MiB 36-38, 6 MiB 40-43, full im2col 41-43; 32 ch 5x5 at 256^2 4 MiB 31-32 ms,
+# 2 MiB 35, im2col 39-40; 128 ch 3x3 at 128^2 32-33 ms everywhere, im2col 33-34.
+ROW_TAP_CHUNK_BYTES = 4 * 1024 * 1024
+# Smallest GEMM depth per kernel row (C_in/groups * kW) for the row-tap path.  Row
+# taps against full im2col, same machine: 3 ch 3x3 (K 9) 9.4 vs 7.6 ms, 4 ch 5x5 (20)
+# 18-21 vs 16, 3 ch 7x7 (21) 28-29 vs 23-26, 8 ch 3x3 (24) 11.2-11.7 vs 11.6-12.2,
+# 16 ch 3x3 (48) 20-22 vs 24-25.
+ROW_TAP_MIN_K = 32
+# Fewest whole output rows, and output positions, per row-tap chunk (the GEMMs' width).
+# With one row per chunk the band is kH rows for one: as many copies as a full im2col,
+# in smaller GEMMs (12 ch 13x13 at 512^2: 485 vs 230 ms; 32 ch 11x11 at 256^2: 231 vs
+# 187); 2 rows were even (64 ch 7x7 at 256^2, 232 vs 235), 4-6 rows 5-20% faster.
+# Narrow chunks lose to full im2col's one deeper GEMM: 3x3 "same", 2 threads, 256 ch
+# at 16^2 (128 positions per chunk) 5.8 vs 4.0 ms, 512 ch at 8^2 (32) 11.2 vs 6.3;
+# about even: 128 ch at 32^2 (512) 3.1-4.8 vs 3.2-4.3, 64 ch at 32^2 (512) 1.3-1.8 vs
+# 1.4-1.5, 128 ch at 48^2 (1152) 5.9-6.5 vs 5.7; faster: 64 ch at 64^2 (2048) 3.2-4.1
+# vs 4.2-4.6, 32 ch at 64^2 (2048) 1.4 vs 2.0, deep (2816) 36-38 vs 41-43, and with
+# a 13x13 kernel, 16 ch at 256^2 (1536) 79 vs 96.
+ROW_TAP_MIN_ROWS = 2
+ROW_TAP_MIN_COLUMNS = 1024
+# Narrowest chunk when one output row exceeds the budget (very large K).
+MIN_CHUNK_COLUMNS = 64
+
+
+def pad_input(x: np.ndarray, geo: ConvGeometry, padding_mode: str) -> np.ndarray:
+    """``x`` (N, C, H, W) padded as ``geo`` says, in PyTorch's ``padding_mode``."""
+    top, bottom, left, right = geo.padding
+    if not any(geo.padding):
+        return x
+    return np.pad(
+        x, ((0, 0), (0, 0), (top, bottom), (left, right)), mode=_NP_PAD_MODE[padding_mode]
+    )
+
+
+def without_padding(geo: ConvGeometry) -> ConvGeometry:
+    """The same convolution on an input that :func:`pad_input` has already padded."""
+    return ConvGeometry(
+        *(replace(a, size_in=a.padded, pad_before=0, pad_after=0) for a in (geo.h, geo.w))
+    )
+
+
+def row_tap_chunk(
+    n_batch: int,
+    groups: int,
+    c_in_g: int,
+    c_out_g: int,
+    kernel: tuple[int, int],
+    geo: ConvGeometry,
+    itemsize: int = 4,
+) -> tuple[int, int] | None:
+    """(rows, columns) of output per chunk of :func:`conv2d_direct`'s row-tap path, or
+    None where it takes the full-im2col path instead.
+
+    Row taps need vertical stride 1, GEMMs of depth ``C_in/groups * kW >=
+    ROW_TAP_MIN_K``, and chunks of at least ``ROW_TAP_MIN_ROWS`` whole output rows and
+    ``ROW_TAP_MIN_COLUMNS`` output positions.  A chunk of ``r`` rows holds its band of
+    taps, ``C_in/groups * kW * (r + (kH - 1) * dilation)`` values per output column,
+    its slice of the output and (for ``kH > 1``) a partial sum; it gets as many rows
+    as ``ROW_TAP_CHUNK_BYTES`` allows, but no more than leave every thread a chunk.
+    (With the minimums at 0, part-rows of at least ``MIN_CHUNK_COLUMNS``.)
+    """
+    kh, kw = kernel
+    k = c_in_g * kw
+    if geo.h.stride != 1 or c_in_g == 1 or k < ROW_TAP_MIN_K:
+        return None
+    ho, wo = geo.out_hw
+    reach = (kh - 1) * geo.h.dilation  # band rows beyond the chunk's own
+    per_position = k + c_out_g * (2 if kh > 1 else 1)
+    budget = ROW_TAP_CHUNK_BYTES // itemsize
+    rows = (budget // wo - k * reach) // per_position
+    split = max(1, thread_count() // (n_batch * groups))
+    rows = min(rows, -(-ho // split))
+    if rows < ROW_TAP_MIN_ROWS or rows * wo < ROW_TAP_MIN_COLUMNS:
+        return None
+    if rows >= 1:
+        return rows, wo
+    columns = budget // (k * reach + per_position)
+    return 1, min(wo, max(MIN_CHUNK_COLUMNS, columns))
+
+
+def conv2d_direct(
+    x: np.ndarray,
+    weight: np.ndarray,
+    geo: ConvGeometry,
+    groups: int,
+    out: np.ndarray,
+    padding_mode: str = "zeros",
+) -> None:
+    """Cross-correlate ``x`` (N, C_in, H, W), padded per ``geo``, with ``weight`` into ``out``.
+
+    ``out`` has shape (N, C_out, H_out, W_out) and is C-contiguous.  Two ways:
+
+    * **row taps** (vertical stride 1, several input channels per group): per chunk of
+      output rows, one im2col of the *kernel-row* taps (``C_in/groups * kW`` values per
+      column) over the band of input rows the chunk reads; kernel row ``i`` then reads
+      that band from row ``i * dilation`` on, so ``kH`` GEMMs of depth ``C_in/groups * kW``
+      add up to the output.  That copies about ``kH`` times less than a full im2col, and
+      zero padding is written into the band directly instead of padding the whole input.
+    * **full im2col** otherwise (strided rows, depthwise, few channels): one GEMM of
+      depth ``C_in/groups * kH * kW`` per chunk, on the input padded by :func:`pad_input`.
+    """
+    c_out, c_in_g = weight.shape[:2]
+    chunk = row_tap_chunk(
+        x.shape[0], groups, c_in_g, c_out // groups, weight.shape[2:], geo, x.dtype.itemsize
+    )
+    if chunk is None:
+        _im2col(pad_input(x, geo, padding_mode), weight, without_padding(geo), groups, out)
+    elif padding_mode == "zeros":
+        _row_taps(x, weight, geo, groups, out, chunk)
+    else:
+        xp = pad_input(x, geo, padding_mode)
+        _row_taps(xp, weight, without_padding(geo), groups, out, chunk)
+
+
+def _row_taps(
+    x: np.ndarray,
+    weight: np.ndarray,
+    geo: ConvGeometry,
+    groups: int,
+    out: np.ndarray,
+    chunk: tuple[int, int],
+) -> None:
+    """The row-tap path of :func:`conv2d_direct`, zero padding included (stride_h 1),
+    in chunks of ``chunk = (rows, columns)`` of output."""
+    n_batch, _, height, width = x.shape
+    c_out, c_in_g, kh, kw = weight.shape
+    ho, wo = geo.out_hw
+    c_out_g = c_out // groups
+    k = c_in_g * kw
+    dh, dw, sw = geo.h.dilation, geo.w.dilation, geo.w.stride
+    top, left = geo.h.pad_before, geo.w.pad_before
+    reach = (kh - 1) * dh  # band rows beyond the chunk's own
+    rows, cols = chunk
+    # wrows[g, i]: kernel row i of group g as a (C_out/groups, C_in/groups * kW) matrix
+    wrows = np.ascontiguousarray(
+        weight.reshape(groups, c_out_g, c_in_g, kh, kw).transpose(0, 3, 1, 2, 4)
+    ).reshape(groups, kh, c_out_g, k)
+    out_rows = out.reshape(n_batch, groups, c_out_g, ho * wo)
+    tasks = [
+        (n, g, r0, c0)
+        for n in range(n_batch)
+        for g in range(groups)
+        for r0 in range(0, ho, rows)
+        for c0 in range(0, wo, cols)
+    ]
+
+    def valid(j: int, c0: int, w: int) -> tuple[int, int]:
+        """Output columns [a, b) of [c0, c0 + w) whose tap j reads inside the input."""
+        offset = j * dw - left  # output column c reads input column c * sw + offset
+        a = max(c0, -(offset // sw))  # ceil(-offset / sw)
+        b = min(c0 + w, (width - 1 - offset) // sw + 1)
+        return a, max(a, b)
+
+    def run(task: tuple[int, int, int, int], scratch: _RowTapScratch) -> None:
+        n, g, r0, c0 = task
+        r, w = min(rows, ho - r0), min(cols, wo - c0)
+        band = r + reach
+        taps = scratch.taps[: k * band * w].reshape(c_in_g, kw, band, w)
+        if scratch.layout != (band, w, c0):
+            # Columns that read the left/right padding: zero once for this layout;
+            # the copies below never write them.
+            scratch.layout = (band, w, c0)
+            for j in range(kw):
+                a, b = valid(j, c0, w)
+                taps[:, j, :, : a - c0] = 0
+                taps[:, j, :, b - c0 :] = 0
+        y0 = r0 - top  # input row of band row 0
+        lo = min(max(y0, 0), y0 + band)  # input rows [lo, hi) are inside the image
+        hi = max(min(y0 + band, height), lo)
+        taps[:, :, : lo - y0] = 0  # rows in the top padding
+        taps[:, :, hi - y0 :] = 0  # rows in the bottom padding
+        channels = x[n, g * c_in_g : (g + 1) * c_in_g]
+        for j in range(kw):
+            a, b = valid(j, c0, w)
+            if b > a and hi > lo:
+                start = a * sw + j * dw - left
+                taps[:, j, lo - y0 : hi - y0, a - c0 : b - c0] = channels[
+                    :, lo:hi, start : start + (b - a - 1) * sw + 1 : sw
+                ]
+        matrix = taps.reshape(k, band * w)
+        if r == 1 and w < wo:
+            target = out[n, g * c_out_g : (g + 1) * c_out_g, r0, c0 : c0 + w]
+        else:
+            target = out_rows[n, g, :, r0 * wo : (r0 + r) * wo]
+        np.matmul(wrows[g, 0], matrix[:, : r * w], out=target)
+        for i in range(1, kh):
+            tmp = scratch.partial[: c_out_g * r * w].reshape(c_out_g, r * w)
+            np.matmul(wrows[g, i], matrix[:, i * dh * w : (i * dh + r) * w], out=tmp)
+            target += tmp
+
+    def scratch() -> _RowTapScratch:
+        return _RowTapScratch(
+            np.empty(k * (rows + reach) * cols, dtype=x.dtype),
+            np.empty(c_out_g * rows * cols if kh > 1 else 0, dtype=x.dtype),
+        )
+
+    run_tasks(tasks, run, scratch)
+
+
+@dataclass
+class _RowTapScratch:
+    """One thread's buffers for :func:`_row_taps`: the band of taps, a partial sum, and
+    the (band rows, columns, first column) layout whose padding columns are zeroed."""
+
+    taps: np.ndarray
+    partial: np.ndarray
+    layout: tuple[int, int, int] | None = None
+
+
+def _im2col(
+    xp: np.ndarray, weight: np.ndarray, geo: ConvGeometry, groups: int, out: np.ndarray
+) -> None:
+    """The full-im2col path of :func:`conv2d_direct`, on an already padded ``xp``."""
+    n_batch = xp.shape[0]
+    c_out, c_in_g, kh, kw = weight.shape
+    ho, wo = geo.out_hw
+    c_out_g = c_out // groups
+    k = c_in_g * kh * kw
+    rows, width = _chunk_shape(k, c_out_g, ho, wo, c_in_g, xp.dtype.itemsize)
+    wmat = np.ascontiguousarray(weight.reshape(groups, c_out_g, k))
+    out_rows = out.reshape(n_batch, groups, c_out_g, ho * wo)
+    _, s_c, s_h, s_w = xp.strides
+    sh, sw = geo.h.stride, geo.w.stride
+    dh, dw = geo.h.dilation, geo.w.dilation
+    # Every im2col column of the whole input as one read-only view; chunks slice it.
+    windows = as_strided(
+        xp,
+        shape=(n_batch, groups, c_in_g, kh, kw, ho, wo),
+        strides=(xp.strides[0], c_in_g * s_c, s_c, dh * s_h, dw * s_w, sh * s_h, sw * s_w),
+        writeable=False,
+    )
+    tasks = [
+        (n, g, r0, c0)
+        for n in range(n_batch)
+        for g in range(groups)
+        for r0 in range(0, ho, rows)
+        for c0 in range(0, wo, width)
+    ]
+
+    def run(task: tuple[int, int, int, int], buffer: np.ndarray) -> None:
+        n, g, r0, c0 = task
+        r, w = min(rows, ho - r0), min(width, wo - c0)
+        cols = buffer[: k * r * w].reshape(c_in_g, kh, kw, r, w)
+        np.copyto(cols, windows[n, g, :, :, :, r0 : r0 + r, c0 : c0 + w])
+        if r == 1:  # part of (or a whole) row
+            target = out[n, g * c_out_g : (g + 1) * c_out_g, r0, c0 : c0 + w]
+        else:  # whole rows
+            target = out_rows[n, g, :, r0 * wo : (r0 + r) * wo]
+        np.matmul(wmat[g], cols.reshape(k, r * w), out=target)
+
+    run_tasks(tasks, run, lambda: np.empty(k * rows * width, dtype=xp.dtype))
+
+
+def _chunk_shape(
+    k: int, c_out_g: int, ho: int, wo: int, c_in_g: int, itemsize: int
+) -> tuple[int, int]:
+    """(rows, columns) of output per im2col chunk: whole rows while they fit the budget."""
+    budget = DEPTHWISE_CHUNK_BYTES if c_in_g == 1 else IM2COL_CHUNK_BYTES
+    columns = max(1, budget // ((k + c_out_g) * itemsize))
+    if columns >= wo:
+        return min(ho, columns // wo), wo
+    return 1, min(wo, max(MIN_CHUNK_COLUMNS, columns))

@@ -1,0 +1,585 @@
+"""``cbr apply``'s work: images in, feature maps, PNGs, arrays and statistics out. No printing.
+
+Output layout (``OUT`` is ``--out``)::
+
+    OUT/manifest.json                       resolved pipeline, inputs, versions, seeds
+    OUT/<stem>/input.png                    the input as the pipeline sees it (before mean/std)
+    OUT/<stem>/<layer>_<stage>_grid.png     all channels of a stage, labelled, with a colour bar
+    OUT/<stem>/<layer>_<stage>_c<NN>.png    one PNG per channel (full resolution)
+    OUT/<stem>/<layer>_<stage>.npy          with --save-npy: float32 (C, H, W)
+
+``stage`` is ``conv``, ``bn`` or ``act``. Colours: conv and BN outputs (and LeakyReLU
+outputs) are signed maps, drawn with a diverging colormap on a symmetric range so that
+zero is white; ReLU outputs are non-negative, drawn with a sequential colormap from 0.
+Each PNG records its value range (``vmin``/``vmax``) in PNG text metadata, and the
+statistics record it too. Every file is written atomically (temporary file + rename).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cbr_cli.errors import CbrError
+from cbr_cli.run.memory import available_memory
+from cbr_cli.run.pipeline import (
+    BuiltLayer,
+    StageResult,
+    build_layers,
+    needs_whole_batch,
+    normalize_input,
+    run_layers,
+)
+from cbr_cli.spec.pipeline_spec import PipelineSpec
+from cbr_cli.core.stats import ChannelStats, channel_stats
+
+if TYPE_CHECKING:
+    from cbr_cli.spec.layerstack import StackResult
+
+GRID_TILE_MAX = 256
+"""Largest side of a tile in a grid montage; bigger maps are subsampled for the grid only."""
+_TIMINGS_LOCK = threading.Lock()
+GRID_SIDE_MAX = 4096
+"""Largest side of the tiles' area of a grid: many channels get smaller tiles."""
+
+
+@dataclass(frozen=True)
+class ApplyOptions:
+    out_dir: str = "cbr-out"
+    colormap: str | None = None
+    normalize: str = "per-stage"
+    save_npy: bool = False
+    channel_pngs: bool = True
+    resize: tuple[int, int] | None = None
+
+
+@dataclass
+class StageRecord:
+    layer: str
+    stage: str
+    shape: tuple[int, int, int]
+    colormap: str
+    ranges: list[tuple[float, float]]
+    stats: list[ChannelStats]
+    labels: list[str]
+    files: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer,
+            "stage": self.stage,
+            "shape": list(self.shape),
+            "colormap": self.colormap,
+            "channels": [
+                {**s.to_dict(), "label": label, "vmin": r[0], "vmax": r[1]}
+                for s, r, label in zip(self.stats, self.ranges, self.labels, strict=True)
+            ],
+            "files": self.files,
+        }
+
+
+@dataclass
+class ImageRecord:
+    path: str
+    name: str
+    out_dir: str
+    source: dict[str, Any]
+    stages: list[StageRecord] = field(default_factory=list)
+    input_png: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "name": self.name,
+            "out_dir": self.out_dir,
+            "source": self.source,
+            "input_png": self.input_png,
+            "stages": [s.to_dict() for s in self.stages],
+        }
+
+
+@dataclass
+class ApplyResult:
+    images: list[ImageRecord]
+    manifest: str
+    timings: dict[str, float]
+    warnings: list[str] = field(default_factory=list)
+    """One line each: where the run departs from PyTorch or ignores input (as `cbr shape`)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "images": [i.to_dict() for i in self.images],
+            "manifest": self.manifest,
+            "warnings": self.warnings,
+        }
+
+
+def unique_names(paths: Sequence[str], taken: Iterable[str] = ()) -> list[str]:
+    """Output folder names: the file stem, disambiguated deterministically on collision.
+
+    The first file with a stem keeps it; later ones get ``<stem>-<ext>`` (``a-jpg``),
+    then ``<stem>-<ext>-2``, ``-3``, ... Hidden-file stems keep their dot. Names in
+    ``taken`` (e.g. sibling folders) are never given out. Comparison ignores case.
+    """
+    used: set[str] = {name.lower() for name in taken}
+    names = []
+    for path in paths:
+        p = Path(path)
+        stem = p.stem or p.name
+        candidates = [stem, f"{stem}-{p.suffix.lstrip('.').lower() or 'file'}"]
+        name = next((c for c in candidates if c.lower() not in used), None)
+        n = 2
+        while name is None:
+            if f"{candidates[1]}-{n}".lower() not in used:
+                name = f"{candidates[1]}-{n}"
+            n += 1
+        used.add(name.lower())
+        names.append(name)
+    return names
+
+
+def _check_paths(paths: Sequence[str], out_dir: str, names: Sequence[str]) -> None:
+    """Refuse, before any work, an OUT (or an image folder in it) that cannot be written."""
+    if not paths:
+        raise CbrError("no input images given")
+    out = Path(out_dir).resolve()
+    for path in paths:
+        resolved = Path(path).resolve()
+        if resolved == out or out in resolved.parents:  # outputs could overwrite inputs
+            raise CbrError(f"--out {out_dir}: the output folder must not contain input {path}")
+    if out.exists() and not out.is_dir():
+        raise CbrError(f"--out {out_dir}: exists and is not a directory")
+    for name in names:
+        folder = out / name
+        if folder.exists() and not folder.is_dir():
+            raise CbrError(f"--out {out_dir}: {folder} is a file; its image folder cannot be made")
+
+
+def geometry(spec: PipelineSpec, shape: tuple[int, int, int]) -> StackResult:
+    """The layer arithmetic of ``spec`` on inputs of ``shape`` (C, H, W), as ``cbr shape``
+    computes it; raises its CbrError (an empty output, ...) before anything is built."""
+    from cbr_cli.spec.layerstack import analyze
+
+    return analyze(spec, shape)
+
+
+def memory_needed(stack: StackResult, images: int) -> int:
+    """Bytes a run of ``images`` images of ``stack.input_shape`` needs at its peak, at most.
+
+    Every stage output kept for ``images`` images (float32), the input and its
+    normalised copy, the conv weights, and the largest of what one layer needs on top
+    while it runs: the engine's scratch (:func:`cbr_cli.core.conv_engines.scratch_bytes`: the
+    padded input and per-thread chunks, or the FFT's spectra) or, while the weights
+    are drawn, the float64 random numbers (8 bytes per weight).
+    """
+    from cbr_cli.core.conv_engines import scratch_bytes
+
+    c, h, w = stack.input_shape
+    needed = images * (stack.total_activation_bytes + 2 * 4 * c * h * w)
+    needed += 4 * stack.total_params
+    extra = 0
+    for row in stack.layers:
+        g = row.geometry
+        kernel = (g.h.kernel_size, g.w.kernel_size)
+        channels = (row.input_shape[0], row.output_shape[0])
+        scratch = scratch_bytes(images, *channels, row.groups, kernel, g, row.padding_mode)
+        extra = max(extra, scratch, 8 * row.conv_weight_params)
+    return needed + extra
+
+
+def check_memory(stack: StackResult | None, shape: tuple[int, int, int], images: int) -> None:
+    """Refuse a run whose arrays would not fit in the available memory (one-line error).
+
+    The estimate is :func:`memory_needed`: arithmetic on :func:`cbr_cli.spec.layerstack.analyze`
+    and the engines' buffers, an upper bound. Without it, Linux kills the process
+    instead of numpy raising MemoryError.
+    """
+    if stack is None:
+        return
+    needed = memory_needed(stack, images)
+    available = available_memory()
+    if available is not None and needed > available:
+        raise CbrError(
+            f"this run needs about {needed / 2**30:.1f} GiB for its feature maps, weights "
+            f"and convolution buffers ({images} image(s) of {shape[1]}x{shape[2]}), more "
+            f"than the {available / 2**30:.1f} GiB available: use fewer channels, smaller "
+            "kernels or dilation, --resize, or process fewer images at once",
+            exit_code=1,
+        )
+
+
+def load_batch(
+    paths: Sequence[str], color: str | None, resize: tuple[int, int] | None
+) -> tuple[np.ndarray | list[np.ndarray], list[dict[str, Any]]]:
+    """Decode images; returns pixel arrays (C, H, W) and a description of each source.
+
+    Without an explicit colour, a mix of gray and RGB images is promoted to RGB (a gray
+    image's channel is repeated), so every image feeds the same first layer.
+    """
+    from cbr_cli.io.images import load_image
+
+    loaded = [load_image(p, color) for p in paths]  # type: ignore[arg-type]
+    pixels = [im.pixels for im in loaded]
+    if color is None and len({p.shape[0] for p in pixels}) > 1:
+        pixels = [np.repeat(p, 3, axis=0) if p.shape[0] == 1 else p for p in pixels]
+    if resize is not None:
+        pixels = [_resize(p, resize, path) for p, path in zip(pixels, paths, strict=True)]
+    sources = [
+        {
+            "format": im.format,
+            "mode": im.source_mode,
+            "bit_depth": im.bit_depth,
+            "max_value": im.max_value,
+            "size": [im.height, im.width],
+            "channels": int(p.shape[0]),
+            "notes": list(im.notes),
+        }
+        for im, p in zip(loaded, pixels, strict=True)
+    ]
+    return pixels, sources
+
+
+def _resize(pixels: np.ndarray, size: tuple[int, int], path: str) -> np.ndarray:
+    from PIL import Image
+
+    height, width = size
+    if height * width > Image.MAX_IMAGE_PIXELS:  # the decompression-bomb limit, as for files
+        raise CbrError(
+            f"--resize {height}x{width}: {height * width} pixels is more than the "
+            f"{Image.MAX_IMAGE_PIXELS} an image may have"
+        )
+    if pixels.shape[1:] == (height, width):
+        return pixels
+    out = np.empty((pixels.shape[0], height, width), dtype=np.float32)
+    for c in range(pixels.shape[0]):  # per channel: Pillow resamples float32 ("F") images
+        image = Image.fromarray(np.ascontiguousarray(pixels[c]), mode="F")
+        out[c] = np.asarray(image.resize((width, height), Image.Resampling.BICUBIC))
+    return out
+
+
+def _signed(spec: PipelineSpec, result: StageResult) -> bool:
+    if result.stage != "act":
+        return True
+    layer = next(layer for layer in spec.layers if layer.name == result.layer)
+    return layer.activation == "leaky_relu"
+
+
+def _labels(spec: PipelineSpec, layer_name: str, channels: int) -> list[str]:
+    layer = next(layer for layer in spec.layers if layer.name == layer_name)
+    if layer.conv.kernels is not None:
+        from cbr_cli.core.kernels import expand_names
+
+        names = expand_names(list(layer.conv.kernels))
+        if len(names) == channels:
+            return [f"{i}:{name}" for i, name in enumerate(names)]
+    return [f"c{i}" for i in range(channels)]
+
+
+def run_apply(
+    paths: Sequence[str],
+    spec: PipelineSpec,
+    options: ApplyOptions,
+    on_image: Callable[[ImageRecord], None] | None = None,
+) -> ApplyResult:
+    """Run ``spec`` on the images at ``paths`` and write every output under ``options.out_dir``.
+
+    Images are processed one at a time unless a ``mode: batch`` BN couples them, in
+    which case they form one batch (and must share a size, or use ``resize``). OUT is
+    locked (:func:`cbr_cli.io.outlock.out_lock`) from its creation to the end: a
+    concurrent run into the same OUT is refused.
+    """
+    with contextlib.ExitStack() as held:  # the lock on OUT, once it is taken
+        return _run_apply(paths, spec, options, on_image, held)
+
+
+def _run_apply(
+    paths: Sequence[str],
+    spec: PipelineSpec,
+    options: ApplyOptions,
+    on_image: Callable[[ImageRecord], None] | None,
+    held: contextlib.ExitStack,
+) -> ApplyResult:
+    from cbr_cli.io.outlock import out_lock
+    from cbr_cli.io.writers import ensure_dir, write_json
+    from cbr_cli.batch.resume import clear_outputs
+
+    timings = {"load": 0.0, "compute": 0.0, "stats": 0.0, "render": 0.0, "write": 0.0}
+    names = unique_names(paths)
+    _check_paths(paths, options.out_dir, names)
+    start = time.perf_counter()
+    pixels, sources = load_batch(paths, spec.input.color, options.resize)
+    timings["load"] += time.perf_counter() - start
+
+    if needs_whole_batch(spec) and len(pixels) > 1:
+        sizes = {p.shape[1:] for p in pixels}
+        if len(sizes) > 1:
+            listing = ", ".join(
+                f"{Path(p).name} {a.shape[1]}x{a.shape[2]}"  # HxW, as --resize takes it
+                for p, a in zip(paths, pixels, strict=True)
+            )
+            raise CbrError(
+                f"images differ in size ({listing}); bn mode 'batch' normalises over the whole "
+                "batch, so all images need one size: pass --resize HxW or run them separately"
+            )
+        groups = [list(range(len(pixels)))]
+    else:
+        groups = [[i] for i in range(len(pixels))]
+
+    # The arithmetic `cbr shape` shows, per input size: memory check, warnings (where cbr
+    # departs from PyTorch or drops input rows), resolved padding for the manifest.
+    stacks = {shape: geometry(spec, shape) for shape in {p.shape for p in pixels}}  # type: ignore[misc]
+    largest = max(groups, key=lambda g: len(g) * pixels[g[0]].size)
+    shape = tuple(pixels[largest[0]].shape)
+    check_memory(stacks[shape], shape, len(largest))  # type: ignore[arg-type, index]
+    warnings = list(dict.fromkeys(w.message for s in stacks.values() if s for w in s.warnings))
+    layers = build_layers(spec, int(pixels[0].shape[0]))  # config errors before any write
+    out_root = ensure_dir(options.out_dir)
+    held.enter_context(out_lock(out_root))
+    records: list[ImageRecord] = []
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+        for group in groups:
+            start = time.perf_counter()
+            batch = np.stack([pixels[i] for i in group])
+            results = run_layers(layers, normalize_input(batch, spec.input))
+            timings["compute"] += time.perf_counter() - start
+            for position, index in enumerate(group):
+                # A rerun into the same OUT must not leave files of an earlier pipeline
+                # (e.g. channels it had and this one has not) next to the new ones.
+                clear_outputs(out_root / names[index], out_root)
+                record = ImageRecord(
+                    path=os.path.abspath(paths[index]),
+                    name=names[index],
+                    out_dir=str(out_root / names[index]),
+                    source=sources[index],
+                )
+                _write_image(pool, record, pixels[index], results, position, spec, options, timings)
+                records.append(record)
+                if on_image is not None:
+                    on_image(record)
+            del results
+        start = time.perf_counter()
+        manifest_path = out_root / "manifest.json"
+        shapes = {
+            "x".join(map(str, shape)): stack.to_plain()["layers"]
+            for shape, stack in stacks.items()
+            if stack is not None
+        }
+        write_json(manifest_path, {**manifest(spec, records, options), "geometry": shapes})
+        timings["write"] += time.perf_counter() - start
+    return ApplyResult(records, str(manifest_path), timings, warnings)
+
+
+def process_image(
+    path: str,
+    name: str,
+    out_dir: str | os.PathLike[str],
+    spec: PipelineSpec,
+    options: ApplyOptions,
+    *,
+    color: str | None = None,
+    layers: Callable[[int], list[BuiltLayer]] | None = None,
+    batch_stats: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    timings: dict[str, float] | None = None,
+) -> ImageRecord:
+    """Run ``spec`` on one image alone and write its files into the folder ``out_dir``.
+
+    The files are those :func:`run_apply` writes per image (``options.out_dir`` is not
+    used). ``color`` overrides ``spec.input.color``; ``layers(channels)`` supplies built
+    layers (default: :func:`~cbr_cli.run.pipeline.build_layers`); ``batch_stats`` gives
+    dataset-wide statistics for ``mode: batch`` BN layers (see
+    :func:`~cbr_cli.run.pipeline.run_layers`). Files are written one after another, in the
+    calling thread (``cbr batch`` runs one such call per worker process). ``timings``, if
+    given, accumulates seconds per phase (load, compute, stats, render, encode).
+    """
+    if timings is None:
+        timings = {}
+    for phase in ("load", "compute", "stats", "render", "write"):
+        timings.setdefault(phase, 0.0)
+    start = time.perf_counter()
+    pixels, sources = load_batch([path], color or spec.input.color, options.resize)
+    timings["load"] += time.perf_counter() - start
+    image = pixels[0]
+    start = time.perf_counter()
+    built = layers(image.shape[0]) if layers is not None else build_layers(spec, image.shape[0])
+    results = run_layers(built, normalize_input(image[None], spec.input), batch_stats=batch_stats)
+    timings["compute"] += time.perf_counter() - start
+    record = ImageRecord(
+        path=os.path.abspath(path), name=name, out_dir=os.fspath(out_dir), source=sources[0]
+    )
+    _write_image(None, record, image, results, 0, spec, options, timings)
+    return record
+
+
+def _write_image(
+    pool: ThreadPoolExecutor | None,
+    record: ImageRecord,
+    pixels: np.ndarray,
+    results: list[StageResult],
+    position: int,
+    spec: PipelineSpec,
+    options: ApplyOptions,
+    timings: dict[str, float],
+) -> None:
+    from cbr_cli.io import render
+    from cbr_cli.io.writers import ensure_dir, write_npy, write_png
+
+    folder = ensure_dir(record.out_dir)
+    pending: list[Future[None]] = []
+
+    def timed(fn: Callable[..., None], *args: Any) -> None:
+        start = time.perf_counter()
+        fn(*args)
+        elapsed = time.perf_counter() - start
+        with _TIMINGS_LOCK:  # encoder threads add up concurrently
+            timings["encode"] = timings.get("encode", 0.0) + elapsed
+
+    def submit(fn: Callable[..., None], *args: Any) -> None:
+        if pool is None:
+            timed(fn, *args)
+        else:
+            pending.append(pool.submit(timed, fn, *args))
+
+    start = time.perf_counter()
+    shown = np.clip(pixels, 0.0, 1.0)
+    input_rgb = np.rint(shown * 255).astype(np.uint8)
+    input_rgb = np.moveaxis(
+        np.repeat(input_rgb, 3, axis=0) if len(input_rgb) == 1 else input_rgb, 0, -1
+    )
+    submit(write_png, folder / "input.png", input_rgb, {"source": record.path})
+    record.input_png = str(folder / "input.png")
+
+    maps = [r.data[position] for r in results]
+    signed = [_signed(spec, r) for r in results]
+    ranges = render.map_ranges(maps, options.normalize, signed)
+    timings["render"] += time.perf_counter() - start
+
+    for result, data, flag, stage_ranges in zip(results, maps, signed, ranges, strict=True):
+        start = time.perf_counter()
+        stats = channel_stats(
+            data,
+            None if result.bn_mean is None else result.bn_mean,
+            None if result.bn_var is None else result.bn_var,
+        )
+        timings["stats"] += time.perf_counter() - start
+
+        start = time.perf_counter()
+        cmap = (
+            render.get_colormap(options.colormap)
+            if options.colormap
+            else render.default_colormap(flag)
+        )
+        labels = _labels(spec, result.layer, data.shape[0])
+        base = f"{result.layer}_{result.stage}"
+        stage = StageRecord(
+            result.layer, result.stage, tuple(data.shape), cmap.name, stage_ranges, stats, labels
+        )
+        digits = max(2, len(str(data.shape[0] - 1)))
+        tiles = []
+        channel_files = []
+        columns = math.ceil(math.sqrt(data.shape[0]))  # the montage's default layout
+        tile_max = max(16, min(GRID_TILE_MAX, GRID_SIDE_MAX // columns))
+        step = max(1, -(-max(data.shape[1:]) // tile_max))
+        for c in range(data.shape[0]):
+            vmin, vmax = stage_ranges[c]
+            if options.channel_pngs:
+                index, nan = render.color_index(data[c], vmin, vmax)
+                path = folder / f"{base}_c{c:0{digits}d}.png"
+                meta = _png_text(result, c, labels[c], vmin, vmax, cmap.name)
+                if nan is None:  # indexed-colour PNG: a third of the bytes to compress
+                    tiles.append(np.take(cmap.lut, index[::step, ::step], axis=0))
+                    submit(write_png, path, index, meta, cmap.lut)
+                else:
+                    rgb = np.take(cmap.lut, index, axis=0)
+                    rgb[nan] = render.NAN_COLOR
+                    tiles.append(rgb[::step, ::step])
+                    submit(write_png, path, rgb, meta)
+                channel_files.append(str(path))
+            else:
+                tiles.append(render.colorize(data[c, ::step, ::step], vmin, vmax, cmap))
+        vmin = min(r[0] for r in stage_ranges)
+        vmax = max(r[1] for r in stage_ranges)
+        title = f"{result.layer} {result.stage} {data.shape[0]}x{data.shape[1]}x{data.shape[2]}"
+        same_range = len(set(stage_ranges)) == 1
+        grid = render.montage(
+            tiles,
+            labels,
+            title=title if same_range else f"{title} (per-channel ranges)",
+            colorbar_spec=render.Colorbar(cmap, vmin, vmax) if same_range else None,
+        )
+        grid_path = folder / f"{base}_grid.png"
+        submit(write_png, grid_path, grid, _png_text(result, None, "grid", vmin, vmax, cmap.name))
+        stage.files = {"grid": str(grid_path), "channels": channel_files}
+        if options.save_npy:
+            npy_path = folder / f"{base}.npy"
+            submit(write_npy, npy_path, np.ascontiguousarray(data, dtype=np.float32))
+            stage.files["npy"] = str(npy_path)
+        record.stages.append(stage)
+        timings["render"] += time.perf_counter() - start
+
+    start = time.perf_counter()
+    for future in pending:
+        future.result()  # re-raises the first write error (a CbrError naming the file)
+    timings["write"] += time.perf_counter() - start
+
+
+def _png_text(
+    result: StageResult, channel: int | None, label: str, vmin: float, vmax: float, cmap: str
+) -> dict[str, str]:
+    text = {
+        "Software": "cbr",
+        "cbr:layer": result.layer,
+        "cbr:stage": result.stage,
+        "cbr:label": label,
+        "cbr:vmin": repr(float(vmin)),
+        "cbr:vmax": repr(float(vmax)),
+        "cbr:colormap": cmap,
+    }
+    if channel is not None:
+        text["cbr:channel"] = str(channel)
+    return text
+
+
+def manifest(
+    spec: PipelineSpec, records: list[ImageRecord], options: ApplyOptions
+) -> dict[str, Any]:
+    """What was run, on what, with which versions: enough to reproduce the run."""
+    import platform
+    from importlib import metadata
+
+    from cbr_cli import __version__
+
+    versions = {"cbr-cli": __version__, "python": platform.python_version()}
+    for package in ("numpy", "scipy", "pillow", "pyyaml", "typer", "rich"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "cbr_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config_source": spec.source,
+        "pipeline": spec.to_plain(),
+        "seeds": {
+            layer.name: layer.conv.seed
+            for layer in spec.layers
+            if layer.conv.weight is None and layer.conv.kernels is None
+        },
+        "inputs": [{"path": r.path, "name": r.name, **r.source} for r in records],
+        "options": {
+            "colormap": options.colormap,
+            "normalize": options.normalize,
+            "save_npy": options.save_npy,
+            "resize": list(options.resize) if options.resize else None,
+        },
+        "versions": versions,
+    }
