@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cbr_cli.core.stats import ChannelStats, channel_stats
+from cbr_cli.core.threads import thread_count
 from cbr_cli.errors import CbrError
 from cbr_cli.run.pipeline import (
     BuiltLayer,
@@ -325,7 +326,10 @@ def run_apply(
     layers = build_layers(spec, int(pixels[0].shape[0]))  # config errors before any write
     out_root = ensure_dir(options.out_dir)
     records: list[ImageRecord] = []
-    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+    # PNG encoders: the deflate runs without the GIL, one thread per core this process may
+    # use (affinity, --threads); the pool drains before the next image's convolution, so
+    # it never competes with the engine's threads or BLAS.
+    with ThreadPoolExecutor(max_workers=min(4, thread_count())) as pool:
         for group in groups:
             start = time.perf_counter()
             batch = np.stack([pixels[i] for i in group])
@@ -538,7 +542,7 @@ def manifest(
     from cbr_cli import __version__
 
     versions = {"cbr-cli": __version__, "python": platform.python_version()}
-    for package in ("numpy", "scipy", "pillow", "pyyaml", "typer", "rich"):
+    for package in ("numpy", "scipy", "pillow", "isal", "pyyaml", "typer", "rich"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
