@@ -57,23 +57,25 @@ def random_image(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, size=shape, dtype=np.uint8)
 
 
-@pytest.mark.parametrize("method", [*png.FILTERS, None])
+@pytest.mark.parametrize("row_filter", [*png.FILTERS, None])
 @pytest.mark.parametrize("shape", [(23, 31, 3), (23, 31), (1, 1, 3), (1, 1), (5, 1), (1, 7, 3)])
-def test_every_filter_round_trips_rgb_and_grey(backend: str, method: str | None, shape) -> None:
+def test_every_filter_round_trips_rgb_and_grey(backend: str, row_filter: str | None, shape) -> None:
     image = random_image(shape)
-    im = decode(png.encode_png(image, TEXT, method=method))
+    im = decode(png.encode_png(image, TEXT, row_filter=row_filter))
     assert im.mode == ("RGB" if len(shape) == 3 else "L")
     np.testing.assert_array_equal(np.asarray(im), image)
     assert im.text == TEXT
 
 
-@pytest.mark.parametrize("method", [*png.FILTERS, None])
+@pytest.mark.parametrize("row_filter", [*png.FILTERS, None])
 @pytest.mark.parametrize("colors", [256, 1, 17])
-def test_every_filter_round_trips_palette_images(backend: str, method: str | None, colors) -> None:
+def test_every_filter_round_trips_palette_images(
+    backend: str, row_filter: str | None, colors
+) -> None:
     rng = np.random.default_rng(colors)
     lut = rng.integers(0, 256, size=(colors, 3), dtype=np.uint8)
     index = rng.integers(0, colors, size=(19, 29), dtype=np.uint8)
-    im = decode(png.encode_png(index, TEXT, lut, method=method))
+    im = decode(png.encode_png(index, TEXT, lut, row_filter=row_filter))
     assert im.mode == "P"
     np.testing.assert_array_equal(np.asarray(im), index)
     np.testing.assert_array_equal(np.asarray(im.getpalette(), np.uint8).reshape(-1, 3), lut)
@@ -86,16 +88,18 @@ def test_every_filter_round_trips_palette_images(backend: str, method: str | Non
     h=st.integers(1, 9),
     w=st.integers(1, 9),
     rgb=st.booleans(),
-    method=st.sampled_from(list(png.FILTERS)),
+    row_filter=st.sampled_from(list(png.FILTERS)),
     seed=st.integers(0, 2**16),
     smooth=st.booleans(),
 )
-def test_filters_round_trip_any_small_image(h, w, rgb, method, seed, smooth) -> None:
+def test_filters_round_trip_any_small_image(h, w, rgb, row_filter, seed, smooth) -> None:
     shape = (h, w, 3) if rgb else (h, w)
     image = random_image(shape, seed)
     if smooth:  # small differences: Paeth's ties and the a/b/c choices all occur
         image = np.cumsum(image % 3, axis=0).astype(np.uint8)
-    np.testing.assert_array_equal(np.asarray(decode(png.encode_png(image, method=method))), image)
+    np.testing.assert_array_equal(
+        np.asarray(decode(png.encode_png(image, row_filter=row_filter))), image
+    )
 
 
 def test_filters_match_the_specification_on_known_bytes() -> None:
@@ -183,4 +187,41 @@ def test_bad_palettes_and_sizes_are_refused(tmp_path: Path, image, palette, mess
 
 def test_unknown_filter_is_refused() -> None:
     with pytest.raises(ValueError, match="filter must be one of"):
-        png.encode_png(np.zeros((2, 2), np.uint8), method="best")
+        png.encode_png(np.zeros((2, 2), np.uint8), row_filter="best")
+
+
+def row_filters(data: bytes) -> set[int]:
+    """The filter-type bytes of a PNG's rows (8-bit, non-interlaced)."""
+    kinds = dict(chunks(data))
+    w, h, _, color_type = struct.unpack(">IIBB", kinds[b"IHDR"][:10])
+    raw = zlib.decompress(b"".join(body for kind, body in chunks(data) if kind == b"IDAT"))
+    stride = 1 + w * (3 if color_type == 2 else 1)
+    assert len(raw) == h * stride
+    return set(raw[::stride])
+
+
+def test_write_png_filters_by_kind_or_as_asked(tmp_path: Path) -> None:
+    lut = COLORMAPS["viridis"].lut
+    index = random_image((6, 5))
+    write_png(tmp_path / "map.png", index, None, lut)
+    write_png(tmp_path / "grid.png", lut[index])
+    write_png(tmp_path / "photo.png", lut[index], None, row_filter="up")
+    found = {p.name: row_filters(p.read_bytes()) for p in tmp_path.iterdir()}
+    assert found == {"map.png": {2}, "grid.png": {0}, "photo.png": {2}}
+
+
+def test_apply_writes_input_up_grids_unfiltered_maps_up(tmp_path: Path) -> None:
+    from cbr_cli.run.apply import ApplyOptions, run_apply
+    from cbr_cli.spec.flags import LayerFlags, build_spec
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(random_image((20, 24, 3))).save(photo)
+    spec = build_spec(None, LayerFlags(out_channels=2, padding="same", bn="batch"))
+    run_apply([str(photo)], spec, ApplyOptions(out_dir=str(tmp_path / "out")))
+    folder = tmp_path / "out" / "photo"
+    assert row_filters((folder / "input.png").read_bytes()) == {2}
+    grids = sorted(folder.glob("*_grid.png"))
+    maps = sorted(folder.glob("*_c0?.png"))
+    assert len(grids) == 3 and len(maps) == 6
+    assert all(row_filters(p.read_bytes()) == {0} for p in grids)
+    assert all(row_filters(p.read_bytes()) == {2} for p in maps)

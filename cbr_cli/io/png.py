@@ -99,7 +99,7 @@ def text_chunks(text: Mapping[str, str | int | float] | None) -> bytes:
     return b"".join(out)  # type: ignore[arg-type]
 
 
-def filter_rows(rows: np.ndarray, bpp: int, method: str) -> np.ndarray:
+def filter_rows(rows: np.ndarray, bpp: int, row_filter: str) -> np.ndarray:
     """The PNG scanlines of ``rows``: each row's filter-type byte, then its filtered bytes.
 
     Parameters
@@ -108,7 +108,7 @@ def filter_rows(rows: np.ndarray, bpp: int, method: str) -> np.ndarray:
         The image's rows, ``bpp`` bytes per pixel.
     bpp : int
         Bytes per complete pixel (the distance to the "left" byte ``a``).
-    method : {"none", "sub", "up", "average", "paeth"}
+    row_filter : {"none", "sub", "up", "average", "paeth"}
         One filter for every row.
 
     Returns
@@ -117,18 +117,18 @@ def filter_rows(rows: np.ndarray, bpp: int, method: str) -> np.ndarray:
         Filtered with arithmetic modulo 256 from the raw bytes ``x``, ``a`` (left),
         ``b`` (above) and ``c`` (above left), each 0 outside the image (section 9.2).
     """
-    if method not in FILTERS:
-        raise ValueError(f"filter must be one of {list(FILTERS)}, but got {method!r}")
+    if row_filter not in FILTERS:
+        raise ValueError(f"filter must be one of {list(FILTERS)}, but got {row_filter!r}")
     h, n = rows.shape
     out = np.empty((h, n + 1), dtype=np.uint8)
-    out[:, 0] = FILTERS[method]
+    out[:, 0] = FILTERS[row_filter]
     body = out[:, 1:]
-    if method == "none":
+    if row_filter == "none":
         body[...] = rows
-    elif method == "sub":  # x - a
+    elif row_filter == "sub":  # x - a
         body[:, :bpp] = rows[:, :bpp]
         np.subtract(rows[:, bpp:], rows[:, :-bpp], out=body[:, bpp:])
-    elif method == "up":  # x - b
+    elif row_filter == "up":  # x - b
         body[0] = rows[0]
         np.subtract(rows[1:], rows[:-1], out=body[1:])
     else:
@@ -137,7 +137,7 @@ def filter_rows(rows: np.ndarray, bpp: int, method: str) -> np.ndarray:
         a[:, bpp:] = x[:, :-bpp]
         b = np.zeros_like(x)
         b[1:] = x[:-1]
-        if method == "average":  # x - floor((a + b) / 2)
+        if row_filter == "average":  # x - floor((a + b) / 2)
             predictor = (a + b) >> 1
         else:  # paeth: x - whichever of a, b, c is nearest p = a + b - c (ties: a, b, c)
             c = np.zeros_like(x)
@@ -156,7 +156,7 @@ def png_parts(
     text: Mapping[str, str | int | float] | None = None,
     palette: np.ndarray | None = None,
     *,
-    method: str | None = None,
+    row_filter: str | None = None,
     compress: Callable[[memoryview], bytes] | None = None,
 ) -> list[bytes | memoryview]:
     """The pieces of a PNG file for ``image``, in order: write them one after another.
@@ -169,7 +169,7 @@ def png_parts(
         See :func:`text_chunks`; written before the image data.
     palette : ndarray of shape (N, 3), uint8, optional
         The ``1 <= N <= 256`` colours of an indexed-colour image; every index ``< N``.
-    method : {"none", "sub", "up", "average", "paeth"}, optional
+    row_filter : {"none", "sub", "up", "average", "paeth"}, optional
         The filter of every row, see :func:`filter_rows`. Default: "up" for palette and
         greyscale images (smaller and faster than "none" on feature maps), "none" for RGB
         (colour-mapped montages: "sub", "up" and "paeth" make them 25% larger).
@@ -204,9 +204,9 @@ def png_parts(
         color_type, plte = 3, _plte(np.ascontiguousarray(lut).tobytes())
     ihdr = _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, color_type, 0, 0, 0))
     info = text_chunks(text)
-    if method is None:
-        method = "none" if bpp == 3 else "up"
-    lines = filter_rows(a.reshape(h, w * bpp), bpp, method)
+    if row_filter is None:
+        row_filter = "none" if bpp == 3 else "up"
+    lines = filter_rows(a.reshape(h, w * bpp), bpp, row_filter)
     stream = (compress or deflate)(memoryview(lines).cast("B"))
     return [_SIGNATURE, *ihdr, plte, info, *_chunk(b"IDAT", stream), _IEND]
 
@@ -216,9 +216,9 @@ def encode_png(
     text: Mapping[str, str | int | float] | None = None,
     palette: np.ndarray | None = None,
     *,
-    method: str | None = None,
+    row_filter: str | None = None,
     compress: Callable[[memoryview], bytes] | None = None,
 ) -> bytes:
     """A complete PNG file's bytes: :func:`png_parts` joined."""
-    parts = png_parts(image, text, palette, method=method, compress=compress)
+    parts = png_parts(image, text, palette, row_filter=row_filter, compress=compress)
     return b"".join(parts)

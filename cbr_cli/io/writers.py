@@ -160,6 +160,8 @@ def write_png(
     image: np.ndarray,
     text: Mapping[str, str | int | float] | None = None,
     palette: np.ndarray | None = None,
+    *,
+    row_filter: str | None = None,
 ) -> None:
     """Encode ``image`` as PNG at ``path``, with ``text`` as metadata chunks.
 
@@ -174,18 +176,21 @@ def write_png(
     palette : ndarray of shape (N, 3), uint8, optional
         With a 2-D ``image`` of indices below ``N <= 256``: an indexed-colour PNG (one byte
         per pixel, a third of the bytes of RGB to compress; viewers show the same colours).
+    row_filter : {"none", "sub", "up", "average", "paeth"}, optional
+        The PNG filter of every row. Default: "up" for palette and greyscale images, "none"
+        for RGB, which suits colour-mapped montages; pass "up" for photographs (a third
+        smaller than "none", as fast).
 
     Notes
     -----
     Encoded by :func:`cbr_cli.io.png.encode_png` (ISA-L's deflate when ``isal`` is
-    installed, zlib's level 1 otherwise), palette and greyscale rows with the "up" filter
-    and RGB rows unfiltered: the choices ``benchmarks/bench_png.py`` measured fastest and
-    smallest on cbr's feature maps and montages. The deflate runs without the GIL, so
-    threads encode in parallel.
+    installed, zlib's level 1 otherwise); the default filters are the ones
+    ``benchmarks/bench_png.py`` measured fastest and smallest on cbr's feature maps and
+    montages. The deflate runs without the GIL, so threads encode in parallel.
     """
     from cbr_cli.io.png import png_parts
 
-    parts = png_parts(image, text, palette)
+    parts = png_parts(image, text, palette, row_filter=row_filter)
     # Feature maps are bulk output: no fsync (a killed process still leaves old or new).
     with atomic_writer(path, "wb", durable=False) as f:
         f.writelines(parts)
