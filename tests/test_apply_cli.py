@@ -22,19 +22,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cbr_cli.io.images import load_image
-from cbr_cli.core.kernels import KERNELS, stack_kernels
 from PIL import Image
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from cbr_cli.run import apply
-
 from cbr_cli import ops
-
-from cbr_cli.io import render
 from cbr_cli.cli.app import app
+from cbr_cli.core.kernels import KERNELS, stack_kernels
 from cbr_cli.errors import CbrError
+from cbr_cli.io import render
+from cbr_cli.io.images import load_image
+from cbr_cli.run import apply
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
@@ -670,10 +668,9 @@ def test_random_weights_too_big_for_memory_are_refused_before_they_are_drawn(
     monkeypatch,
 ) -> None:
     # What guards callers that cannot check the shape first (a batch of mixed sizes).
-    from cbr_cli.spec.flags import LayerFlags, build_spec
-    from cbr_cli.run.pipeline import build_layers
-
     from cbr_cli.run import memory
+    from cbr_cli.run.pipeline import build_layers
+    from cbr_cli.spec.flags import LayerFlags, build_spec
 
     monkeypatch.setattr(memory, "available_memory", lambda: 64 * 2**20)
     spec = build_spec(None, LayerFlags(out_channels=8, kernel_size="1000"))  # 96 MB to draw

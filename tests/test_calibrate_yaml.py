@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from cbr_cli.batch.calibrate import comment_text, write_pipeline_yaml
-from cbr_cli.spec.flags import LayerFlags, build_spec
 from PIL import Image
 from typer.testing import CliRunner
 
+from cbr_cli.batch.calibrate import comment_text, write_pipeline_yaml
 from cbr_cli.cli.app import app
+from cbr_cli.spec.flags import LayerFlags, build_spec
 
 runner = CliRunner()
 

@@ -23,14 +23,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from cbr_cli.spec.yaml_reader import MAX_DEPTH, MAX_VALUES, Value, from_plain, load_yaml
-from cbr_cli.spec.flags import LayerFlags, build_spec
 from PIL import Image
 from typer.testing import CliRunner
 
 from cbr_cli.cli.app import app
 from cbr_cli.errors import CbrError
+from cbr_cli.spec.flags import LayerFlags, build_spec
 from cbr_cli.spec.pipeline_spec import MAX_CHANNELS, MAX_SIDE, PipelineSpec, parse_pipeline
+from cbr_cli.spec.yaml_reader import MAX_DEPTH, MAX_VALUES, Value, from_plain, load_yaml
 
 runner = CliRunner()
 
@@ -607,7 +607,6 @@ def test_npy_data_beyond_the_checked_shape_is_not_read(workdir: Path, monkeypatc
     # past the header-only check that normally catches it first).
     write_npy(workdir / "m.npy", np.zeros(1_000_000, np.float32))
     from cbr_cli.run.pipeline import resolve_param
-
     from cbr_cli.spec.pipeline_spec import ParamSource
 
     source = ParamSource(str(workdir / "m.npy"), "here")
@@ -982,9 +981,8 @@ def test_layer_flag_with_a_multi_layer_config_through_the_cli(workdir: Path) -> 
 
 @pytest.mark.parametrize("bn", ["off", "false", "null", "{mode: off}", "{mode: none}"])
 def test_bn_can_be_switched_off_in_every_spelling(bn: str) -> None:
-    from cbr_cli.spec.yaml_reader import load_yaml
-
     from cbr_cli.spec.pipeline_spec import parse_pipeline
+    from cbr_cli.spec.yaml_reader import load_yaml
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "c.yaml"

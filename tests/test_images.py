@@ -15,15 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cbr_cli.io.images import IMAGE_SUFFIXES, LoadedImage, load_image, read_image_size
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile, ImageOps
 
-from cbr_cli.io import images
-
-from cbr_cli.io import readfile
 from cbr_cli.errors import CbrError
+from cbr_cli.io import images, readfile
+from cbr_cli.io.images import IMAGE_SUFFIXES, LoadedImage, load_image, read_image_size
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 

@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from cbr_cli.batch.resume import MARKER
 from PIL import Image
 from typer.testing import CliRunner
 
-from cbr_cli.cli.app import app
+from cbr_cli.batch.resume import MARKER
 from cbr_cli.batch.statefiles import MAX_STATE_BYTES
+from cbr_cli.cli.app import app
 
 runner = CliRunner()
 

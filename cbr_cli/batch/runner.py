@@ -43,12 +43,8 @@ from typing import Any
 
 import numpy as np
 
-from cbr_cli.run.apply import ApplyOptions, process_image
 from cbr_cli.batch.calibrate import batch_bn_layers, dataset_bn_stats
 from cbr_cli.batch.discover import ImageJob, check_overlap, discover, plan_outputs
-from cbr_cli.errors import CbrError
-from cbr_cli.batch.scan import RunSetup, check_config, failure_reason, scan_folder
-from cbr_cli.run.pipeline import needs_whole_batch
 from cbr_cli.batch.pool import Progress, WorkerPool, resolve_jobs, state
 from cbr_cli.batch.resume import (
     clean_temp_files,
@@ -61,6 +57,10 @@ from cbr_cli.batch.resume import (
     relative_record,
     write_marker,
 )
+from cbr_cli.batch.scan import RunSetup, check_config, failure_reason, scan_folder
+from cbr_cli.errors import CbrError
+from cbr_cli.run.apply import ApplyOptions, process_image
+from cbr_cli.run.pipeline import needs_whole_batch
 from cbr_cli.spec.pipeline_spec import PipelineSpec
 
 BN_STATS_FILE = "bn_stats.json"
@@ -220,8 +220,8 @@ class _Run:
     def calibrate(self, pool: WorkerPool[Any]) -> BatchStats | None:
         """Dataset-wide statistics of the batch-mode BN layers (cached in OUT)."""
         from cbr_cli import __version__
-        from cbr_cli.io.writers import write_json
         from cbr_cli.batch.statefiles import read_bn_cache
+        from cbr_cli.io.writers import write_json
 
         plain = self.spec.to_plain()
         key = digest(

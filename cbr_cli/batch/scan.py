@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cbr_cli.run.apply import ApplyOptions, load_batch
 from cbr_cli.errors import CbrError
+from cbr_cli.run.apply import ApplyOptions, load_batch
 from cbr_cli.run.pipeline import BuiltLayer, build_layers, normalize_input
 from cbr_cli.spec.pipeline_spec import PipelineSpec
 

@@ -37,17 +37,17 @@ def _main(
     """See what Conv -> BatchNorm -> ReLU does to a real image."""
 
 
-from cbr_cli.cli.app import apply as cli_apply  # noqa: E402  (registers on `app`, defined above)
-from cbr_cli.cli.app import kernels as cli_kernels  # noqa: E402
+from cbr_cli.cli import apply as cli_apply  # noqa: E402  (registers on `app`, defined above)
+from cbr_cli.cli import kernels as cli_kernels  # noqa: E402
 
 cli_apply.register(app)
 cli_kernels.register(app)
 
-from cbr_cli.cli.app import shape as cli_shape  # noqa: E402  (registers on `app`, defined above)
+from cbr_cli.cli import shape as cli_shape  # noqa: E402  (registers on `app`, defined above)
 
 cli_shape.register(app)
 
-from cbr_cli.cli.app import batch as cli_batch  # noqa: E402  (registers `batch` and `calibrate` on `app`)
+from cbr_cli.cli import batch as cli_batch  # noqa: E402  (registers `batch` and `calibrate` on `app`)
 
 cli_batch.register(app)
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cbr_cli.cli.app import options as opt
+from cbr_cli.cli import options as opt
 from cbr_cli.cli.common import run as _run
 
 if TYPE_CHECKING:

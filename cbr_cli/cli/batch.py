@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from cbr_cli.cli.app import options as opt
+from cbr_cli.cli import options as opt
 from cbr_cli.cli.common import run
 
 if TYPE_CHECKING:

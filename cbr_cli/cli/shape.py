@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from cbr_cli.cli.app import options as opt
+from cbr_cli.cli import options as opt
 
 if TYPE_CHECKING:
     from cbr_cli.spec.flags import LayerFlags

@@ -18,6 +18,7 @@ statistics record it too. Every file is written atomically (temporary file + ren
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import threading
@@ -30,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cbr_cli.core.stats import ChannelStats, channel_stats
+from cbr_cli.core.threads import thread_count
 from cbr_cli.errors import CbrError
 from cbr_cli.run.memory import available_memory
 from cbr_cli.run.pipeline import (
@@ -41,7 +44,6 @@ from cbr_cli.run.pipeline import (
     run_layers,
 )
 from cbr_cli.spec.pipeline_spec import PipelineSpec
-from cbr_cli.core.stats import ChannelStats, channel_stats
 
 if TYPE_CHECKING:
     from cbr_cli.spec.layerstack import StackResult
@@ -178,11 +180,11 @@ def memory_needed(stack: StackResult, images: int) -> int:
 
     Every stage output kept for ``images`` images (float32), the input and its
     normalised copy, the conv weights, and the largest of what one layer needs on top
-    while it runs: the engine's scratch (:func:`cbr_cli.core.conv_engines.scratch_bytes`: the
+    while it runs: the engine's scratch (:func:`cbr_cli.core.conv_cost.scratch_bytes`: the
     padded input and per-thread chunks, or the FFT's spectra) or, while the weights
     are drawn, the float64 random numbers (8 bytes per weight).
     """
-    from cbr_cli.core.conv_engines import scratch_bytes
+    from cbr_cli.core.conv_cost import scratch_bytes
 
     c, h, w = stack.input_shape
     needed = images * (stack.total_activation_bytes + 2 * 4 * c * h * w)
@@ -309,9 +311,9 @@ def _run_apply(
     on_image: Callable[[ImageRecord], None] | None,
     held: contextlib.ExitStack,
 ) -> ApplyResult:
+    from cbr_cli.batch.resume import clear_outputs
     from cbr_cli.io.outlock import out_lock
     from cbr_cli.io.writers import ensure_dir, write_json
-    from cbr_cli.batch.resume import clear_outputs
 
     timings = {"load": 0.0, "compute": 0.0, "stats": 0.0, "render": 0.0, "write": 0.0}
     names = unique_names(paths)
@@ -346,7 +348,10 @@ def _run_apply(
     out_root = ensure_dir(options.out_dir)
     held.enter_context(out_lock(out_root))
     records: list[ImageRecord] = []
-    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+    # PNG encoders: the deflate runs without the GIL, one thread per core this process may
+    # use (affinity, --threads); the pool drains before the next image's convolution, so
+    # it never competes with the engine's threads or BLAS.
+    with ThreadPoolExecutor(max_workers=min(4, thread_count())) as pool:
         for group in groups:
             start = time.perf_counter()
             batch = np.stack([pixels[i] for i in group])
@@ -455,7 +460,9 @@ def _write_image(
     input_rgb = np.moveaxis(
         np.repeat(input_rgb, 3, axis=0) if len(input_rgb) == 1 else input_rgb, 0, -1
     )
-    submit(write_png, folder / "input.png", input_rgb, {"source": record.path})
+    # A photograph: the "up" filter makes it a third smaller than the montages' "none".
+    write_photo = functools.partial(write_png, row_filter="up")
+    submit(write_photo, folder / "input.png", input_rgb, {"source": record.path})
     record.input_png = str(folder / "input.png")
 
     maps = [r.data[position] for r in results]
@@ -559,7 +566,7 @@ def manifest(
     from cbr_cli import __version__
 
     versions = {"cbr-cli": __version__, "python": platform.python_version()}
-    for package in ("numpy", "scipy", "pillow", "pyyaml", "typer", "rich"):
+    for package in ("numpy", "scipy", "pillow", "isal", "pyyaml", "typer", "rich"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
