@@ -215,6 +215,9 @@ def _safe_name(name: str) -> str:
     return out or "layer"
 
 
+ORDER = "cbr layers are Conv -> BN -> activation"
+
+
 class ChainBuilder:
     """Collects layers in an order cbr can run: Conv, then optional BN, then activation.
 
@@ -230,9 +233,9 @@ class ChainBuilder:
     def refuse(self, layer: Layer) -> str | None:
         prev = self.layers[-1] if self.layers else None
         if isinstance(layer, BNLayer) and not isinstance(prev, ConvLayer):
-            return "a BatchNormalization not right after a Conv (cbr layers are Conv -> BN -> activation)"
+            return f"a BatchNormalization not right after a Conv ({ORDER})"
         if isinstance(layer, ActLayer) and not isinstance(prev, ConvLayer | BNLayer):
-            return "an activation not after a Conv or BatchNormalization (cbr layers are Conv -> BN -> activation)"
+            return f"an activation not after a Conv or BatchNormalization ({ORDER})"
         if isinstance(layer, PoolLayer) and (prev is None or isinstance(prev, PoolLayer)):
             return "a pooling layer not after a Conv block"
         return None

@@ -46,7 +46,9 @@ from cbr_cli.io.weights.zipread import open_zip, read_member
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 CONFIG_LIMIT = 64 << 20
-SUPPORTED = "Conv2D, DepthwiseConv2D, BatchNormalization, ReLU, LeakyReLU, Activation, ZeroPadding2D"
+SUPPORTED = (
+    "Conv2D, DepthwiseConv2D, BatchNormalization, ReLU, LeakyReLU, Activation, ZeroPadding2D"
+)
 FOLDED_BY = "a converted or fused model"
 
 
@@ -67,7 +69,7 @@ class KerasFile:
         self.path = path
         self.budget = Budget(path, max_bytes)
         h5py = _h5py(path)
-        handle, size = open_regular(path)
+        handle, _ = open_regular(path)
         self._handle = handle
         magic = handle.read(8)
         handle.seek(0)
@@ -99,7 +101,9 @@ class KerasFile:
                 raise CbrError(f"{path}: not a Keras file (neither a .keras zip nor HDF5)")
         except OSError as exc:  # h5py reports corrupt/truncated HDF5 as OSError
             handle.close()
-            raise CbrError(f"{path}: not a readable HDF5 file ({' '.join(str(exc).split())})") from None
+            raise CbrError(
+                f"{path}: not a readable HDF5 file ({' '.join(str(exc).split())})"
+            ) from None
         except CbrError:
             handle.close()
             raise
@@ -141,7 +145,9 @@ class KerasFile:
             for weight_name in listed:
                 weight_name = _text(weight_name)
                 if weight_name not in group:
-                    raise CbrError(f"{self.path}: {name}: weight {weight_name!r} is listed but missing")
+                    raise CbrError(
+                        f"{self.path}: {name}: weight {weight_name!r} is listed but missing"
+                    )
                 entries.append((f"{name}/{_leaf(weight_name)}", group[weight_name]))
             out[name] = entries
         return out
@@ -163,7 +169,9 @@ class KerasFile:
         try:
             data = dataset[()]
         except OSError as exc:
-            raise tensor_error(self.path, name, f"cannot read ({' '.join(str(exc).split())})") from None
+            raise tensor_error(
+                self.path, name, f"cannot read ({' '.join(str(exc).split())})"
+            ) from None
         return to_float(np.asarray(data), name, str(dataset.dtype), notes, self.budget)
 
 
@@ -224,7 +232,11 @@ def _inbound(layer: dict) -> list[str]:
 
     def walk(item: object) -> None:
         if isinstance(item, dict):
-            history = item.get("config", {}).get("keras_history") if isinstance(item.get("config"), dict) else None
+            history = (
+                item.get("config", {}).get("keras_history")
+                if isinstance(item.get("config"), dict)
+                else None
+            )
             if isinstance(history, list) and history:
                 found.append(str(history[0]))
                 return
@@ -261,7 +273,11 @@ def _order(path: str, kind: str, layers: list[dict]) -> tuple[list[dict], str | 
             return chain, None, "reached the model's output"
         if len(users) > 1 or len(_inbound(by_name[users[0]])) > 1:
             names = ", ".join(repr(u) for u in users[:4])
-            return chain, users[0], f"layer {current!r} branches or merges (into {names}); cbr follows one chain"
+            return (
+                chain,
+                users[0],
+                f"layer {current!r} branches or merges (into {names}); cbr follows one chain",
+            )
         current = users[0]
         chain.append(by_name[current])
 
@@ -287,7 +303,10 @@ def _chain(keras: KerasFile, until: str | None, pools: bool) -> ModelChain:
         if cls in ("Dropout", "SpatialDropout2D"):
             continue
         if pending_pad is not None and cls not in ("Conv2D", "DepthwiseConv2D"):
-            stopped_at, reason = name, f"{cls} layer {name!r}: a ZeroPadding2D not followed by a conv"
+            stopped_at, reason = (
+                name,
+                f"{cls} layer {name!r}: a ZeroPadding2D not followed by a conv",
+            )
             break
         new, why = _convert(keras, cls, cfg, name, pending_pad, notes, pools)
         pending_pad = None
@@ -315,8 +334,14 @@ def _chain(keras: KerasFile, until: str | None, pools: bool) -> ModelChain:
         )
     notes = builder.folded_notes(FOLDED_BY) + notes
     return ModelChain(
-        path, "keras", ordered[0].get("config", {}).get("name", "input"), input_shape,
-        tuple(builder.layers), stopped_at, reason, tuple(notes),
+        path,
+        "keras",
+        ordered[0].get("config", {}).get("name", "input"),
+        input_shape,
+        tuple(builder.layers),
+        stopped_at,
+        reason,
+        tuple(notes),
     )
 
 
@@ -378,7 +403,9 @@ def _convert(keras, cls, cfg, name, pending_pad, notes, pools):
         found = _weights(keras, name, [leaf] + (["bias"] if use_bias else []), notes)
         kernel_name, kernel = found[leaf]
         if kernel.ndim != 4:
-            raise tensor_error(path, kernel_name, f"expected a 4-D kernel, got shape {kernel.shape}")
+            raise tensor_error(
+                path, kernel_name, f"expected a 4-D kernel, got shape {kernel.shape}"
+            )
         if cls == "Conv2D":
             weight = np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))
             groups = int(cfg.get("groups", 1))
@@ -398,15 +425,26 @@ def _convert(keras, cls, cfg, name, pending_pad, notes, pools):
                 return None, "a ZeroPadding2D before a conv with padding 'same'"
             top, left, bottom, right = pending_pad
             if top != bottom or left != right:
-                return None, f"asymmetric ZeroPadding2D {list(pending_pad)}: cbr pads both sides equally"
+                return (
+                    None,
+                    f"asymmetric ZeroPadding2D {list(pending_pad)}: cbr pads both sides equally",
+                )
             padding, pads = (top, left), pending_pad
         elif padding_cfg == "same":
             padding, pads = "same", None
         else:
             padding, pads = (0, 0), (0, 0, 0, 0)
         conv = ConvLayer(
-            name, weight, bias, _pair(cfg.get("strides"), 1), padding,
-            _pair(cfg.get("dilation_rate"), 1), groups, pads, kernel_name, bias_name,
+            name,
+            weight,
+            bias,
+            _pair(cfg.get("strides"), 1),
+            padding,
+            _pair(cfg.get("dilation_rate"), 1),
+            groups,
+            pads,
+            kernel_name,
+            bias_name,
         )
         act, why = _activation(cfg.get("activation"), name)
         if why:
@@ -431,13 +469,22 @@ def _convert(keras, cls, cfg, name, pending_pad, notes, pools):
             names["bias"] = found["beta"][0]
         momentum = float(cfg.get("momentum", 0.99))
         layer = BNLayer(
-            name, gamma, beta, mean, var, eps=float(cfg.get("epsilon", 1e-3)),
-            momentum=float(f"{1.0 - momentum:.12g}"), tensor_names=names,
+            name,
+            gamma,
+            beta,
+            mean,
+            var,
+            eps=float(cfg.get("epsilon", 1e-3)),
+            momentum=float(f"{1.0 - momentum:.12g}"),
+            tensor_names=names,
         )
         return [layer], None
     if cls == "ReLU":
         if cfg.get("max_value") is not None:
-            return None, f"max_value {cfg['max_value']} (a clipped ReLU such as ReLU6 is out of scope)"
+            return (
+                None,
+                f"max_value {cfg['max_value']} (a clipped ReLU such as ReLU6 is out of scope)",
+            )
         if float(cfg.get("threshold", 0.0) or 0.0) != 0.0:
             return None, "a ReLU with a threshold"
         slope = float(cfg.get("negative_slope", 0.0) or 0.0)
@@ -456,7 +503,11 @@ def _convert(keras, cls, cfg, name, pending_pad, notes, pools):
         strides = _pair(cfg.get("strides"), 0) if cfg.get("strides") is not None else size
         padding = "same" if str(cfg.get("padding", "valid")).lower() == "same" else (0, 0)
         pool = PoolLayer(
-            name, "max" if cls == "MaxPooling2D" else "avg", size, strides, padding,
+            name,
+            "max" if cls == "MaxPooling2D" else "avg",
+            size,
+            strides,
+            padding,
             count_include_pad=False,
         )
         return [pool], None

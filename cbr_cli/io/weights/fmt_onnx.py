@@ -93,7 +93,9 @@ class Constants:
         from onnx import TensorProto
 
         if proto.data_location == TensorProto.EXTERNAL:
-            raise tensor_error(self.path, display, "stored as external data, which cbr does not read")
+            raise tensor_error(
+                self.path, display, "stored as external data, which cbr does not read"
+            )
         dims = tuple(int(d) for d in proto.dims)
         if min(dims, default=0) < 0:
             raise tensor_error(self.path, display, f"negative dimension in {dims}")
@@ -101,7 +103,9 @@ class Constants:
         try:
             dtype = helper.helper.tensor_dtype_to_np_dtype(proto.data_type)
         except (KeyError, ValueError, TypeError):
-            raise tensor_error(self.path, display, f"unsupported ONNX data type {proto.data_type}") from None
+            raise tensor_error(
+                self.path, display, f"unsupported ONNX data type {proto.data_type}"
+            ) from None
         if dtype.kind not in "biuf" and _dtype_name(proto) != "bfloat16":
             raise tensor_error(self.path, display, f"unsupported dtype {dtype}")
         count = numel(dims)
@@ -110,12 +114,17 @@ class Constants:
             stored = len(proto.raw_data) // max(itemsize, 1)
         else:
             stored = max(
-                len(proto.float_data), len(proto.int32_data), len(proto.int64_data),
-                len(proto.double_data), len(proto.uint64_data),
+                len(proto.float_data),
+                len(proto.int32_data),
+                len(proto.int64_data),
+                len(proto.double_data),
+                len(proto.uint64_data),
             )
         if stored != count:
             raise tensor_error(
-                self.path, display, f"dims {dims} declare {count} values, the initializer holds {stored}"
+                self.path,
+                display,
+                f"dims {dims} declare {count} values, the initializer holds {stored}",
             )
         self.budget.charge(count * max(itemsize, 4), display)
         try:
@@ -219,7 +228,13 @@ def read_model(path: str, until: str | None, pools: bool, max_bytes: int) -> Mod
         )
     notes += builder.folded_notes(FOLDED_BY) + consts.notes
     return ModelChain(
-        path, "onnx", start.name, _input_shape(start), tuple(builder.layers), stopped_at, reason,
+        path,
+        "onnx",
+        start.name,
+        _input_shape(start),
+        tuple(builder.layers),
+        stopped_at,
+        reason,
         tuple(notes),
     )
 
@@ -265,14 +280,24 @@ def _convert(path: str, node, consts: Constants, pools: bool):
         if len(params) != 4 or any(p not in consts.protos for p in params):
             return None, "scale, B, mean and var must be stored tensors"
         keys = ("weight", "bias", "running_mean", "running_var")
-        arrays = {k: consts.array(p, f"{name}.{k} ({p})") for k, p in zip(keys, params, strict=True)}
+        arrays = {
+            k: consts.array(p, f"{name}.{k} ({p})") for k, p in zip(keys, params, strict=True)
+        }
         shapes = {a.shape for a in arrays.values()}
         if len(shapes) != 1 or len(next(iter(shapes))) != 1:
-            raise CbrError(f"{path}: {name}: BatchNormalization parameters must be 1-D of one length (got {sorted(shapes)})")
+            raise CbrError(
+                f"{path}: {name}: BatchNormalization parameters must be 1-D of one length "
+                f"(got shapes {sorted(shapes)})"
+            )
         momentum = _f32(attrs.get("momentum", 0.9))
         layer = BNLayer(
-            name, arrays["weight"], arrays["bias"], arrays["running_mean"], arrays["running_var"],
-            eps=_f32(attrs.get("epsilon", 1e-5)), momentum=float(f"{1.0 - momentum:.12g}"),
+            name,
+            arrays["weight"],
+            arrays["bias"],
+            arrays["running_mean"],
+            arrays["running_var"],
+            eps=_f32(attrs.get("epsilon", 1e-5)),
+            momentum=float(f"{1.0 - momentum:.12g}"),
             tensor_names=dict(zip(keys, params, strict=True)),
         )
         return layer, None
@@ -301,9 +326,13 @@ def _conv(path: str, node, name: str, attrs: dict, consts: Constants):
     group = int(attrs.get("group", 1))
     kernel = tuple(attrs.get("kernel_shape", info.shape[2:]))
     if kernel != info.shape[2:]:
-        raise CbrError(f"{path}: {name}: kernel_shape {list(kernel)} disagrees with the weight's {info.shape}")
+        raise CbrError(
+            f"{path}: {name}: kernel_shape {list(kernel)} disagrees with the weight's {info.shape}"
+        )
     if info.shape[0] % group:
-        raise CbrError(f"{path}: {name}: group={group} does not divide {info.shape[0]} output channels")
+        raise CbrError(
+            f"{path}: {name}: group={group} does not divide {info.shape[0]} output channels"
+        )
     padding, pads, why = _padding(attrs, kernel, strides, dilations)
     if why:
         return None, why
@@ -312,8 +341,16 @@ def _conv(path: str, node, name: str, attrs: dict, consts: Constants):
     if bias is not None and bias.shape != (info.shape[0],):
         raise tensor_error(path, bias_name, f"expected shape ({info.shape[0]},), got {bias.shape}")
     layer = ConvLayer(
-        name, weight, bias, (int(strides[0]), int(strides[1])), padding,
-        (int(dilations[0]), int(dilations[1])), group, pads, node.input[1], bias_name,
+        name,
+        weight,
+        bias,
+        (int(strides[0]), int(strides[1])),
+        padding,
+        (int(dilations[0]), int(dilations[1])),
+        group,
+        pads,
+        node.input[1],
+        bias_name,
     )
     return layer, None
 
@@ -328,7 +365,11 @@ def _padding(attrs: dict, kernel, strides, dilations):
         effective = [d * (k - 1) + 1 for k, d in zip(kernel, dilations, strict=True)]
         evenly = all(s == 1 and e % 2 == 1 for s, e in zip(strides, effective, strict=True))
         if auto == "SAME_LOWER" and not evenly:
-            return None, None, "auto_pad SAME_LOWER puts the odd padding first; cbr's 'same' puts it last"
+            return (
+                None,
+                None,
+                "auto_pad SAME_LOWER puts the odd padding first; cbr's 'same' puts it last",
+            )
         return "same", None, None
     if auto != "NOTSET":
         return None, None, f"unknown auto_pad {auto!r}"
@@ -353,7 +394,13 @@ def _pool(node, name: str, attrs: dict):
     if why:
         return None, why
     layer = PoolLayer(
-        name, "max" if node.op_type == "MaxPool" else "avg", kernel, strides, padding, dilations,
-        bool(attrs.get("ceil_mode", 0)), bool(attrs.get("count_include_pad", 0)),
+        name,
+        "max" if node.op_type == "MaxPool" else "avg",
+        kernel,
+        strides,
+        padding,
+        dilations,
+        bool(attrs.get("ceil_mode", 0)),
+        bool(attrs.get("count_include_pad", 0)),
     )
     return layer, None

@@ -111,7 +111,9 @@ def _header(path: str, handle, size: int) -> tuple[list[tuple[str, dict]], int]:
     try:
         header = json.loads(read_exact(handle, length, path, "header").decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CbrError(f"{path}: not a valid safetensors file (header is not JSON: {exc})") from None
+        raise CbrError(
+            f"{path}: not a valid safetensors file (header is not JSON: {exc})"
+        ) from None
     if not isinstance(header, dict):
         raise CbrError(f"{path}: not a valid safetensors file (header is not a JSON object)")
     data_size = size - 8 - length
@@ -134,7 +136,9 @@ def _entry(path: str, name: str, entry: object, data_size: int) -> dict:
         raise tensor_error(path, name, "header entry must have dtype, shape and data_offsets")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
     if dtype not in DTYPES:
-        raise tensor_error(path, name, f"unsupported dtype {dtype!r} (expected one of {list(DTYPES)})")
+        raise tensor_error(
+            path, name, f"unsupported dtype {dtype!r} (expected one of {list(DTYPES)})"
+        )
     if not (isinstance(shape, list) and all(_nonneg_int(d) for d in shape)):
         raise tensor_error(path, name, f"shape must be a list of non-negative ints, got {shape!r}")
     if not (

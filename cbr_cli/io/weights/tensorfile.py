@@ -99,13 +99,9 @@ def tensor_error(path: str, name: str, message: str) -> CbrError:
     return CbrError(f"{path}: {name}: {message}")
 
 
-def shape_mismatch(
-    path: str, name: str, expected: Iterable[int], got: Iterable[int]
-) -> CbrError:
+def shape_mismatch(path: str, name: str, expected: Iterable[int], got: Iterable[int]) -> CbrError:
     """``model.pth: bn1.running_var: expected shape (64,), got (32,)``."""
-    return tensor_error(
-        path, name, f"expected shape {_shape(expected)}, got {_shape(got)}"
-    )
+    return tensor_error(path, name, f"expected shape {_shape(expected)}, got {_shape(got)}")
 
 
 def missing_tensor(path: str, name: str, available: Iterable[str]) -> CbrError:
@@ -174,9 +170,7 @@ def bfloat16_to_float32(raw: np.ndarray) -> np.ndarray:
     return (raw.astype(np.uint32) << 16).view(np.float32)
 
 
-def select(
-    path: str, info: Mapping[str, TensorInfo], names: Iterable[str] | None
-) -> list[str]:
+def select(path: str, info: Mapping[str, TensorInfo], names: Iterable[str] | None) -> list[str]:
     """The names to load, in file order; unknown ones are an error with a close match."""
     if names is None:
         return list(info)

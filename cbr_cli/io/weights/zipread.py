@@ -19,7 +19,9 @@ def open_zip(path: str, handle: BinaryIO) -> zipfile.ZipFile:
     try:
         return zipfile.ZipFile(handle)
     except ZIP_ERRORS as exc:
-        raise CbrError(f"{path}: not a readable zip archive, truncated? ({_one_line(exc)})") from None
+        raise CbrError(
+            f"{path}: not a readable zip archive, truncated? ({_one_line(exc)})"
+        ) from None
 
 
 def read_member(
