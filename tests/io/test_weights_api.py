@@ -244,3 +244,84 @@ def test_cbr_help_imports_no_weight_reader():
         "or m in ('safetensors', 'onnx', 'h5py')])"
     )
     assert run_python(code).stdout.strip() == "[]"
+
+
+def test_keras_functional_follows_inbound_nodes_until_a_branch(tmp_path):
+    """Functional configs (Keras 2 and Keras 3 spellings of inbound_nodes) are followed from
+    the InputLayer; a layer read by two others ends the chain."""
+    import h5py
+
+    def k3(source):  # Keras 3: keras tensors carrying their history
+        return [
+            {
+                "args": [
+                    {"class_name": "__keras_tensor__", "config": {"keras_history": [source, 0, 0]}}
+                ],
+                "kwargs": {},
+            }
+        ]
+
+    layers = [
+        {
+            "class_name": "InputLayer",
+            "name": "in",
+            "config": {"name": "in", "batch_shape": [None, 8, 8, 2]},
+            "inbound_nodes": [],
+        },
+        {
+            "class_name": "BatchNormalization",
+            "name": "b",
+            "config": {"name": "b", "epsilon": 0.01},
+            "inbound_nodes": k3("c"),
+        },  # listed before its input: order comes from the graph
+        {
+            "class_name": "Conv2D",
+            "name": "c",
+            "config": {
+                "name": "c",
+                "filters": 4,
+                "kernel_size": 1,
+                "use_bias": True,
+                "activation": "linear",
+                "padding": "same",
+            },
+            "inbound_nodes": [[["in", 0, 0, {}]]],
+        },  # Keras 2 spelling
+        {
+            "class_name": "Conv2D",
+            "name": "d1",
+            "config": {"name": "d1", "filters": 4, "kernel_size": 1},
+            "inbound_nodes": k3("b"),
+        },
+        {
+            "class_name": "Conv2D",
+            "name": "d2",
+            "config": {"name": "d2", "filters": 4, "kernel_size": 1},
+            "inbound_nodes": k3("b"),
+        },
+    ]
+    config = {"class_name": "Functional", "config": {"name": "f", "layers": layers}}
+    ones = np.ones(4, np.float32)
+    with h5py.File(tmp_path / "f.h5", "w") as h5:
+        h5.attrs["model_config"] = json.dumps(config)
+        weights = h5.create_group("model_weights")
+        for name, values in {
+            "c": {"kernel": np.ones((1, 1, 2, 4), np.float32), "bias": ones},
+            "b": {"gamma": ones, "beta": ones, "moving_mean": ones, "moving_variance": ones},
+        }.items():
+            group = weights.create_group(name)
+            names = [f"{name}/{leaf}:0" for leaf in values]
+            group.attrs["weight_names"] = np.array([n.encode() for n in names])
+            for n, v in zip(names, values.values(), strict=True):
+                group.create_dataset(n, data=v)
+    chain = read_model(str(tmp_path / "f.h5"))
+    assert [layer.kind for layer in chain.layers] == ["conv", "bn"]
+    assert chain.stopped_at == "d1" and "layer 'b' branches" in chain.stop_reason
+    assert (chain.layers[0].padding, chain.layers[1].eps) == ("same", 0.01)
+    # Conv2D(activation='relu') is Conv -> ReLU; a BN after the ReLU is no cbr layer order.
+    layers[2]["config"]["activation"] = "relu"
+    with h5py.File(tmp_path / "f.h5", "r+") as h5:
+        h5.attrs["model_config"] = json.dumps(config)
+    chain = read_model(str(tmp_path / "f.h5"))
+    assert [layer.kind for layer in chain.layers] == ["conv", "activation"]
+    assert chain.stopped_at == "b" and "not right after a Conv" in chain.stop_reason
