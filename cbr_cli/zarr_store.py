@@ -138,9 +138,7 @@ def _require_zarr() -> Any:
     try:
         import zarr
     except ImportError:
-        raise CbrError(
-            "--store needs the zarr package: pip install 'cbr-cli[zarr]'", 2
-        ) from None
+        raise CbrError("--store needs the zarr package: pip install 'cbr-cli[zarr]'", 2) from None
     return zarr
 
 
@@ -272,8 +270,7 @@ def open_store(
                 why = "features of another config (pipeline, weights, resize, dtype or BN stats)"
             if why is not None and not rebuild:
                 raise CbrError(
-                    f"--store {path}: holds {why}; use --force to rebuild it or give "
-                    "another path"
+                    f"--store {path}: holds {why}; use --force to rebuild it or give another path"
                 )
             if why is not None:
                 old = _side_path(path, "old")

@@ -45,9 +45,7 @@ def prepare(
     opened = open_store(store, layout, keys, {"pipeline": spec.to_plain()}, rebuild=rebuild)
     done = opened.done()
     writer = opened.writer()
-    todo = [
-        (i, paths[i], names[i], writer, stats) for i in range(len(paths)) if not done[i]
-    ]
+    todo = [(i, paths[i], names[i], writer, stats) for i in range(len(paths)) if not done[i]]
     return setup, opened, todo
 
 
