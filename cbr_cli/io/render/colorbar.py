@@ -101,11 +101,16 @@ def colorbar(
         half = (bar_h - 1) / 2
         cols = np.arange(arrow)[None, :]
         # A triangle pointing outwards: full height at the bar, a point at the far end.
-        tri = np.abs(rows - half) <= (cols + 0.5) * (half + 0.5) / arrow
-        if low:
-            out[:bar_h, :arrow][tri] = lut[0]
-        if high:
-            out[:bar_h, width - arrow :][tri[:, ::-1]] = lut[255]
+        reach = (cols + 0.5) * (half + 0.5) / arrow
+        outline = np.abs(rows - half) <= reach
+        inside = (np.abs(rows - half) <= reach - 1.5) & (cols >= 1)  # a light rim: dark ends
+        for clipped, side, colour in ((low, slice(0, arrow), lut[0]), (high, None, lut[255])):
+            if not clipped:
+                continue
+            flip = side is None
+            region = out[:bar_h, width - arrow :] if flip else out[:bar_h, side]
+            region[outline[:, ::-1] if flip else outline] = MUTED
+            region[inside[:, ::-1] if flip else inside] = colour
 
     y = bar_h + _GAP
     left, middle, right = ticks or (format_value(vmin), "0", format_value(vmax))
