@@ -86,7 +86,9 @@ def layer_histograms(
     dpi = 100
     # A fixed layout: "constrained" redraws the ticks several times (3x the cost).
     fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
-    fig.subplots_adjust(left=0.065, right=0.99, bottom=0.15, top=0.83, wspace=0.18)
+    legend = channels <= _LEGEND_MAX
+    right = 0.87 if legend else 0.99  # room for the legend beside the last panel
+    fig.subplots_adjust(left=0.065, right=right, bottom=0.15, top=0.83, wspace=0.18)
     canvas = FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(stages), squeeze=False)[0]
     colours = [f"C{c % 10}" for c in range(channels)]
@@ -128,8 +130,8 @@ def layer_histograms(
             bbox={"boxstyle": "round", "fc": "white", "ec": "0.7", "alpha": 0.9},
         )
     axes[0].set_ylabel("fraction of pixels per bin")
-    if channels <= _LEGEND_MAX:
-        axes[-1].legend(fontsize=7, loc="upper right", bbox_to_anchor=(1.0, 0.8), framealpha=0.85)
+    if legend:
+        axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     title = f"{layer}: distributions per channel" if layer else "distributions per channel"
     fig.suptitle(f"{title} (tails beyond the 0.1/99.9th percentiles in the end bins)", fontsize=10)
     canvas.draw()
@@ -151,7 +153,7 @@ def _note(stage: str, data: np.ndarray, labels: Sequence[str], activation: str |
         dead = [labels[c] for c in range(len(flat)) if not np.any(flat[c])]
         lines = [f"{activation or 'activation'}: {zeroed:.1%} of pixels are 0"]
         if activation == "relu":
-            lines[0] += " (shaded: x < 0 -> 0)"
+            lines.append("(shaded: x < 0, set to 0)")
         if activation == "leaky_relu":
             negative = np.count_nonzero(flat < 0) / max(flat.size, 1)
             lines.append(f"{negative:.1%} negative (scaled by the slope)")
