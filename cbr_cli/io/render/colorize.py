@@ -1,0 +1,86 @@
+"""Values -> colours: a linear map of ``[vmin, vmax]`` onto a colormap's 256 entries.
+
+Values outside the range (and +-inf) clip to the end colours; ``NaN`` is
+:data:`~cbr_cli.io.render.colormaps.NAN_COLOR`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from cbr_cli.errors import CbrError
+from cbr_cli.io.render.colormaps import NAN_COLOR, Colormap, get_colormap
+
+__all__ = ["color_index", "colorize"]
+
+
+def color_index(
+    channel: np.ndarray, vmin: float, vmax: float
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Colormap indices of a map: ``vmin`` -> 0, ``vmax`` -> 255, linear, rounded, clipped.
+
+    Returns
+    -------
+    index : ndarray of the shape of ``channel``, uint8
+    nan : ndarray of bool or None
+        Where ``channel`` is NaN (its index there is meaningless), or None if nowhere.
+
+    Raises
+    ------
+    CbrError
+        Non-finite range or ``vmin >= vmax``.
+    """
+    lo, hi = float(vmin), float(vmax)
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise CbrError(f"the colour range needs finite vmin < vmax, but got [{vmin}, {vmax}]")
+    x = np.asarray(channel)
+    if x.dtype != np.float32:  # float32 maps are coloured in float32 (4x less traffic)
+        x = x.astype(np.float64)
+    span = hi - lo  # Python floats: inf, not an error, for ranges wider than the float max
+    # One buffer, in place: t = clip((x - lo) / span * 255, 0, 255), rounded to an index.
+    # NaN survives clip and is reported separately; the cast of NaN is then irrelevant.
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        if span > float(np.finfo(x.dtype).max):  # halve all so the span is representable
+            lo, span = lo / 2, hi / 2 - lo / 2
+            x = x / 2
+        t = np.subtract(x, x.dtype.type(lo))
+        t /= x.dtype.type(span)  # divide first: 255 / span overflows for tiny spans
+        t *= 255
+        np.clip(t, 0, 255, out=t)
+        np.rint(t, out=t)
+        index = t.astype(np.uint8)
+    nan = np.isnan(x)
+    return index, (nan if nan.any() else None)
+
+
+def colorize(
+    channel: np.ndarray, vmin: float, vmax: float, cmap: str | Colormap = "rdbu"
+) -> np.ndarray:
+    """Map values to colours: ``vmin`` -> first colour, ``vmax`` -> last, linear between.
+
+    Parameters
+    ----------
+    channel : ndarray of shape (H, W)
+        Any real dtype; any shape works and gains a trailing colour axis.
+    vmin, vmax : float
+        Finite, ``vmin < vmax``. Values outside (and +-inf) clip to the end colours.
+    cmap : str or Colormap
+
+    Returns
+    -------
+    rgb : ndarray of shape (H, W, 3), uint8
+        ``NaN`` pixels are :data:`NAN_COLOR`.
+
+    Raises
+    ------
+    CbrError
+        Non-finite range or ``vmin >= vmax``.
+    """
+    lut = get_colormap(cmap).lut
+    index, nan = color_index(channel, vmin, vmax)
+    rgb = np.take(lut, index, axis=0)
+    if nan is not None:
+        rgb[nan] = NAN_COLOR
+    return rgb

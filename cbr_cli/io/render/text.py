@@ -1,0 +1,118 @@
+"""Text in pictures, with Pillow's bundled scalable font (``ImageFont.load_default(size=...)``).
+
+The font (Aileron, embedded in Pillow >= 10.1) covers ASCII and most of Latin-1 but not,
+e.g., ``×`` or ``−``: :func:`printable` maps those to ASCII look-alikes, so no label shows
+a missing-glyph box. Text is anti-aliased onto the picture; sizes are in pixels (the font's
+em size), a line is :func:`line_height` pixels tall.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from PIL import ImageFont
+
+__all__ = [
+    "INK",
+    "MUTED",
+    "WARN",
+    "TextItem",
+    "draw_text",
+    "draw_texts",
+    "fit_text",
+    "font",
+    "line_height",
+    "printable",
+    "text_size",
+    "text_width",
+]
+
+INK = (235, 235, 235)
+"""Colour of label text on the dark background."""
+MUTED = (170, 170, 170)
+"""Colour of secondary text (ranges, notes)."""
+WARN = (255, 120, 90)
+"""Colour of warnings in pictures: dead channels, clipped ranges."""
+ELLIPSIS = "…"
+
+_LOOKALIKES = str.maketrans({"×": "x", "−": "-", "–": "-", "—": "-", "µ": "u", "σ": "s"})
+
+TextItem = tuple[str, int, int, Sequence[int], int]
+"""``(text, y, x, color, size)``: one line of text, top-left corner at ``(y, x)``."""
+
+
+@lru_cache(maxsize=32)
+def font(size: int) -> ImageFont.FreeTypeFont:
+    """Pillow's default scalable font at ``size`` pixels (cached per size)."""
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=max(1, int(size)))  # type: ignore[return-value]
+
+
+def printable(text: str) -> str:
+    """``text`` with characters the font lacks replaced by ASCII look-alikes."""
+    return text.translate(_LOOKALIKES)
+
+
+def line_height(size: int) -> int:
+    """Pixels from the top of a line to the bottom of its descenders."""
+    ascent, descent = font(size).getmetrics()
+    return int(ascent + descent)
+
+
+def text_width(text: str, size: int) -> int:
+    """Advance width of ``text`` in pixels."""
+    return int(np.ceil(font(size).getlength(printable(text))))
+
+
+def text_size(text: str, size: int) -> tuple[int, int]:
+    """``(height, width)`` in pixels of one line of ``text``."""
+    return (line_height(size), text_width(text, size))
+
+
+def fit_text(text: str, width: int, size: int) -> str:
+    """``text``, cut to ``width`` pixels and ending in ``…`` when cut ("" if nothing fits)."""
+    if text_width(text, size) <= width:
+        return text
+    lo, hi = 0, len(text)  # the longest prefix that fits with the ellipsis
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if text_width(text[:mid] + ELLIPSIS, size) <= width:
+            lo = mid
+        else:
+            hi = mid - 1
+    return text[:lo] + ELLIPSIS if lo > 0 else ""
+
+
+def draw_texts(image: np.ndarray, items: Iterable[TextItem]) -> None:
+    """Draw lines of text into ``image`` of shape (H, W, 3), uint8, in place.
+
+    Ink outside the image is clipped. One Pillow round trip for all ``items``.
+    """
+    from PIL import Image, ImageDraw
+
+    items = list(items)
+    if not items:
+        return
+    canvas = Image.fromarray(image)
+    draw = ImageDraw.Draw(canvas)
+    for text, y, x, color, size in items:
+        draw.text((x, y), printable(text), font=font(size), fill=tuple(color))
+    image[...] = np.asarray(canvas)
+
+
+def draw_text(
+    image: np.ndarray,
+    text: str,
+    y: int,
+    x: int,
+    color: Sequence[int] = INK,
+    size: int = 12,
+) -> None:
+    """Draw one line of ``text`` into ``image`` (H, W, 3) in place, top-left at ``(y, x)``."""
+    draw_texts(image, [(text, y, x, color, size)])
