@@ -16,15 +16,11 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from cbr_cli.batch.calibrate import (
-    Moments,
-    calibrated_plain,
-    dataset_bn_stats,
-    momentum_bn_stats,
-    write_pipeline_yaml,
-)
+from cbr_cli.batch.calibrate import calibrated_plain, write_pipeline_yaml
+from cbr_cli.batch.dataset_bn import dataset_bn_stats, momentum_bn_stats
 from cbr_cli.cli.app import app
 from cbr_cli.core import ops
+from cbr_cli.core.moments import Moments
 from cbr_cli.errors import CbrError
 from cbr_cli.run.pipeline import build_layers
 from cbr_cli.spec.flags import LayerFlags, build_spec

@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cbr_cli.batch.calibrate import Moments
 from cbr_cli.batch.resume import read_marker
+from cbr_cli.core.moments import Moments
 
 if TYPE_CHECKING:
     from cbr_cli.batch.discover import ImageJob

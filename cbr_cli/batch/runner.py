@@ -13,7 +13,7 @@ Steps
    Then OUT is locked (:mod:`cbr_cli.io.outlock`): a second run into the same OUT is
    refused before it reads, cleans or writes anything there.
 3. Dataset-wide BN: with a ``mode: batch`` BN, compute its statistics over the whole
-   folder first (:func:`cbr_cli.batch.calibrate.dataset_bn_stats`, cached in
+   folder first (:func:`cbr_cli.batch.dataset_bn.dataset_bn_stats`, cached in
    ``OUT/bn_stats.json`` for reruns on the same inputs), then give them to every image:
    each image's outputs are those of PyTorch's training-mode BN with the folder as
    one batch, computed one image at a time.
@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from cbr_cli.batch.calibrate import batch_bn_layers, dataset_bn_stats
+from cbr_cli.batch.dataset_bn import batch_bn_layers, dataset_bn_stats
 from cbr_cli.batch.discover import ImageJob, check_overlap, discover, plan_outputs
 from cbr_cli.batch.pool import Progress, WorkerPool, resolve_jobs, state
 from cbr_cli.batch.resume import (

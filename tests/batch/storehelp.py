@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cbr_cli.batch.calibrate import dataset_bn_stats
+from cbr_cli.batch.dataset_bn import dataset_bn_stats
 from cbr_cli.batch.pool import WorkerPool
 from cbr_cli.batch.scan import RunSetup, check_config, scan_folder
 from cbr_cli.batch.zarr_store import (
