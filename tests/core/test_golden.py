@@ -25,15 +25,15 @@ inside the tolerances.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from cbr_cli.core.ops import batch_norm, conv2d, leaky_relu, relu
+from tests.helpers import REPO
 from tests.reference import conv2d_reference
 
-GOLDEN = Path(__file__).parent / "fixtures" / "golden_ops.npz"
+GOLDEN = REPO / "tests" / "fixtures" / "golden_ops.npz"
 
 
 def _load() -> tuple[dict, dict[str, np.ndarray]]:

@@ -33,8 +33,9 @@ from cbr_cli.errors import CbrError
 from cbr_cli.io import render
 from cbr_cli.io.images import load_image
 from cbr_cli.run import apply
+from tests.helpers import REPO
 
-SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+SAMPLES = REPO / "samples"
 
 runner = CliRunner()
 

@@ -22,8 +22,9 @@ from PIL import Image, ImageFile, ImageOps
 from cbr_cli.errors import CbrError
 from cbr_cli.io import images, readfile
 from cbr_cli.io.images import IMAGE_SUFFIXES, LoadedImage, load_image, read_image_size
+from tests.helpers import REPO
 
-SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+SAMPLES = REPO / "samples"
 
 
 def save(image: Image.Image, path: Path, **params: object) -> Path:
