@@ -56,12 +56,7 @@ class BuiltLayer:
 
 def conv_weight(conv: ConvSpec, in_channels: int) -> tuple[np.ndarray, np.ndarray | None]:
     """Materialise a conv's ``(weight, bias)`` for ``in_channels`` input channels."""
-    where = conv.where.get("conv", "conv")
-    if in_channels % conv.groups:
-        raise CbrError(
-            f"{conv.where.get('groups', where)}: groups must divide the input channels "
-            f"({in_channels}) (got groups={conv.groups})"
-        )
+    conv.check_groups(in_channels)
     per_group = in_channels // conv.groups
     shape = conv.check_weight_file(in_channels)
     fan_in = per_group * conv.kernel_size[0] * conv.kernel_size[1]

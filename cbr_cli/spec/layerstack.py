@@ -283,16 +283,7 @@ def _layer_row(
     conv = layer.conv
     label = f"layer {layer.name!r}"
     c_in, h_in, w_in = input_shape
-    if c_in % conv.groups:
-        raise CbrError(
-            f"{_where(conv, 'groups')}{label}: groups must divide the input channels "
-            f"({c_in}) (got groups={conv.groups})"
-        )
-    if conv.out_channels % conv.groups:
-        raise CbrError(
-            f"{_where(conv, 'groups')}{label}: groups must divide out_channels "
-            f"({conv.out_channels}) (got groups={conv.groups})"
-        )
+    conv.check_groups(c_in, label)
     per_group = c_in // conv.groups
     if conv.weight is not None:
         conv.check_weight_file(c_in)

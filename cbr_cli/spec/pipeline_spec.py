@@ -153,6 +153,23 @@ class ConvSpec:
     kernels: tuple[str, ...] | None = None
     where: dict[str, str] = field(default_factory=dict, compare=False)
 
+    def check_groups(self, in_channels: int, label: str = "") -> None:
+        """Refuse ``groups`` that do not divide ``in_channels`` or ``out_channels``.
+
+        The one place this rule is worded: ``cbr shape``, the engine's layer building and
+        the config reader all call it. ``label`` (e.g. ``layer 'stem'``) names the layer.
+        """
+        where = self.where.get("groups") or self.where.get("conv", "")
+        prefix = "".join(f"{part}: " for part in (where, label) if part and part != "flags")
+        for what, channels in (
+            ("the input channels", in_channels),
+            ("out_channels", self.out_channels),
+        ):
+            if channels % self.groups:
+                raise CbrError(
+                    f"{prefix}groups must divide {what} ({channels}) (got groups={self.groups})"
+                )
+
     def check_weight_file(self, in_channels: int) -> tuple[int, int, int, int]:
         """The weight shape for ``in_channels``; a ``weight:`` .npy must have it (header only).
 
