@@ -235,7 +235,7 @@ def load_batch(
     if color is None and len({p.shape[0] for p in pixels}) > 1:
         pixels = [np.repeat(p, 3, axis=0) if p.shape[0] == 1 else p for p in pixels]
     if resize is not None:
-        pixels = [_resize(p, resize, path) for p, path in zip(pixels, paths, strict=True)]
+        pixels = [_resize(p, resize) for p in pixels]
     sources = [
         {
             "format": im.format,
@@ -251,7 +251,7 @@ def load_batch(
     return pixels, sources
 
 
-def _resize(pixels: np.ndarray, size: tuple[int, int], path: str) -> np.ndarray:
+def _resize(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     from PIL import Image
 
     height, width = size

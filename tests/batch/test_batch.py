@@ -392,9 +392,11 @@ def _engine_threads(_: object) -> int:
 
 def test_workers_split_the_cpus_between_them():
     from cbr_cli.batch.pool import WorkerPool, default_jobs
-    from cbr_cli.core.threads import thread_count
 
-    assert default_jobs() == thread_count()  # one definition of "the CPUs available"
+    # "The CPUs available" is this process's CPU affinity (not os.cpu_count()), computed
+    # here independently of cbr's own definition.
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert default_jobs() == available
     with WorkerPool(2, None) as pool:
         seen = {threads for _, threads in pool.run(_engine_threads, range(4))}
     assert seen == {max(1, default_jobs() // 2)}
