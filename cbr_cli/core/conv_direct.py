@@ -140,6 +140,25 @@ def row_tap_chunk(
     return 1, min(wo, max(MIN_CHUNK_COLUMNS, columns))
 
 
+def chunk_values(
+    n_batch: int,
+    groups: int,
+    c_in_g: int,
+    c_out_g: int,
+    kernel: tuple[int, int],
+    geo: ConvGeometry,
+    itemsize: int = 4,
+) -> int:
+    """Output values per chunk of :func:`conv2d_direct` (what an epilogue gets at once)."""
+    ho, wo = geo.out_hw
+    chunk = row_tap_chunk(n_batch, groups, c_in_g, c_out_g, kernel, geo, itemsize)
+    if chunk is None:
+        k = c_in_g * kernel[0] * kernel[1]
+        chunk = _chunk_shape(k, c_out_g, ho, wo, c_in_g, itemsize)
+    rows, columns = chunk
+    return c_out_g * min(rows, ho) * min(columns, wo)
+
+
 def conv2d_direct(
     x: np.ndarray,
     weight: np.ndarray,

@@ -15,8 +15,9 @@ while the chunk is still in cache:
   write), into separate BN and activation arrays when the stages are kept (the conv
   output is never overwritten then).
 
-The FFT engine has no chunks in cache to offer; its output gets the same chunk pass
-afterwards, block by block (one pass more).  Arithmetic is that of the unfused ops:
+The FFT engine has no chunks in cache to offer, and the direct engine's chunks can be
+too small to be worth it (see ``MIN_FUSED_CHUNK_VALUES``); that output gets the same
+chunk pass afterwards, block by block (one pass more).  Arithmetic is that of the unfused ops:
 ``(x - mean) * scale + beta`` in the input's dtype, then the activation.
 """
 
@@ -26,13 +27,27 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cbr_cli.core.conv_direct import conv2d_direct
+from cbr_cli.core.conv_direct import chunk_values, conv2d_direct
 from cbr_cli.core.conv_fft import conv2d_fft
-from cbr_cli.core.moments import BLOCK_VALUES, merge_blocks, row_moments
+from cbr_cli.core.moments import merge_blocks, moments_of_sums, row_sums
 from cbr_cli.core.shapes import ConvGeometry
 from cbr_cli.core.threads import run_tasks
 
 ACTIVATIONS = ("relu", "leaky_relu", "none")
+
+# Values per block of the chunk pass and of the tail (1 MiB of float32).  Every numpy call
+# here is short, and with two threads each call's GIL hand-over costs more than the
+# call itself: over a 64 x 1024^2 float32 output (1 and 2 threads), blocks of 64 Ki values
+# took 72 / 122 ms for the moments and 49 / 44 ms for normalise + ReLU; 256 Ki values
+# 83 / 91 and 52 / 33; 1 Mi values 95 / 67 and 56 / 30 (a read+write copy: 39 / 23).
+PASS_VALUES = 1 << 18
+# Smallest chunk of conv output (values) whose moments are taken in the conv's output
+# pass; smaller chunks (depthwise: one channel per chunk) get a separate pass in
+# PASS_VALUES blocks.  Interleaved, engine + moments, 2 threads: 64 depthwise 3x3 at
+# 256^2 (13 Ki values per chunk) 26.8 ms in the conv pass, 22.5 after it (conv alone
+# 14.3); 3 -> 16 at 512^2 (139 Ki) 7.7 vs 9.3; 1 -> 8 at 1024^2 8.0 (vs 15.0 vs 18.1);
+# 3 -> 64 at 1024^2 144 vs 163; 64 -> 64 at 256^2 35 vs 43; 7x7 stride-2 stem 57 vs 63.
+MIN_FUSED_CHUNK_VALUES = 1 << 15
 
 
 @dataclass(frozen=True)
@@ -85,8 +100,9 @@ class ChunkPass:
     add ``bias``; take moments (if ``moments``); normalise and activate (if ``normalize``)
     in place, or into ``bn`` / ``act`` (arrays of shape (N, C, H_out * W_out)).
 
-    Chunks are cut into blocks of at most ``BLOCK_VALUES`` values, whole channels where
-    they fit; each block's mean and ``M2`` are kept under its (sample, channel, position).
+    Chunks are cut into blocks of at most ``PASS_VALUES`` values, whole channels where
+    they fit; each block's :func:`row_sums` are kept under its (sample, channel,
+    position), and merged in that order by :meth:`moments`.
     """
 
     def __init__(
@@ -100,68 +116,74 @@ class ChunkPass:
         act: np.ndarray | None = None,
     ) -> None:
         self.dtype = dtype
-        self.bias = bias
+        self.bias = None if bias is None else bias[:, None]
         self.normalize = normalize
         self.bn, self.act = bn, act
-        self.blocks: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray, int]] | None = (
+        self.sums: dict[tuple[int, int, int], tuple[np.ndarray, ...]] | None = (
             {} if moments else None
         )
-        self._ones = np.ones(BLOCK_VALUES, dtype) if moments else None
+        self._ones = np.ones(PASS_VALUES, dtype) if moments else None
 
     def scratch(self) -> np.ndarray:
-        return np.empty(BLOCK_VALUES, self.dtype)
+        return np.empty(PASS_VALUES, self.dtype)
 
     def __call__(
         self, n: int, channel: int, position: int, block: np.ndarray, buffer: np.ndarray
     ) -> None:
         channels, size = block.shape
-        if size >= BLOCK_VALUES:
-            pieces = (
-                (c, p, 1, min(BLOCK_VALUES, size - p))
-                for c in range(channels)
-                for p in range(0, size, BLOCK_VALUES)
-            )
+        if channels * size <= PASS_VALUES:
+            self.block(n, channel, position, block, buffer)
+        elif size >= PASS_VALUES:
+            for c in range(channels):
+                for p in range(0, size, PASS_VALUES):
+                    piece = block[c : c + 1, p : p + PASS_VALUES]
+                    self.block(n, channel + c, position + p, piece, buffer)
         else:
-            step = BLOCK_VALUES // size
-            pieces = ((c, 0, min(step, channels - c), size) for c in range(0, channels, step))
-        for c, p, rows, length in pieces:
-            self._block(n, channel + c, position + p, block[c : c + rows, p : p + length], buffer)
+            step = PASS_VALUES // size
+            for c in range(0, channels, step):
+                self.block(n, channel + c, position, block[c : c + step], buffer)
 
-    def _block(
+    def block(
         self, n: int, channel: int, position: int, block: np.ndarray, buffer: np.ndarray
     ) -> None:
-        rows = slice(channel, channel + block.shape[0])
+        """The pass over one block of at most ``PASS_VALUES`` values: (C, L) of channels
+        from ``channel`` at flat positions from ``position`` of sample ``n``."""
+        channels, size = block.shape
         if self.bias is not None:
-            np.add(block, self.bias[rows, None], out=block)
-        if self.blocks is not None:
-            mean, m2 = row_moments(block, buffer, self._ones)
-            self.blocks[(n, channel, position)] = (mean, m2, block.shape[1])
+            np.add(block, self.bias[channel : channel + channels], out=block)
+        if self.sums is not None:
+            self.sums[(n, channel, position)] = (*row_sums(block, buffer, self._ones), size)
         if self.normalize is not None:
-            where = (n, rows, slice(position, position + block.shape[1]))
-            bn = block if self.bn is None else self.bn[where]
-            act = bn if self.act is None else self.act[where]
+            bn = act = block
+            if self.bn is not None:
+                bn = self.bn[n, channel : channel + channels, position : position + size]
+            if self.act is not None:
+                act = self.act[n, channel : channel + channels, position : position + size]
             self.normalize.apply(block, bn, act, buffer, channel)
 
     def moments(self, channels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Count, mean and ``M2`` per channel of every block seen (float64), merged in a
         fixed order whatever order the threads took."""
-        keys = sorted(self.blocks)
-        entries = [self.blocks[key] for key in keys]
-        channel = np.concatenate(
-            [np.arange(c, c + e[0].size) for (_, c, _), e in zip(keys, entries, strict=True)]
-        )
-        count = np.concatenate([np.full(e[0].size, e[2]) for e in entries])
-        mean = np.concatenate([e[0] for e in entries])
-        m2 = np.concatenate([e[1] for e in entries])
+        keys = sorted(self.sums)
+        entries = [self.sums[key] for key in keys]
+        shift = np.concatenate([e[0] for e in entries])
+        s1 = np.concatenate([e[1] for e in entries])
+        s2 = np.concatenate([e[2] for e in entries])
+        rows = np.array([e[0].size for e in entries])
+        first = np.array([key[1] for key in keys])
+        starts = np.cumsum(rows) - rows
+        channel = np.repeat(first - starts, rows) + np.arange(shift.size)
+        count = np.repeat(np.array([e[3] for e in entries]), rows)
+        mean, m2 = moments_of_sums(count, shift, s1, s2)
         return merge_blocks(channels, channel, count, mean, m2)
 
 
 def over_blocks(out: np.ndarray, chunk_pass: ChunkPass) -> None:
     """Run ``chunk_pass`` over ``out`` (N, C, H, W) in blocks of one (sample, channel)
-    plane of at most ``BLOCK_VALUES`` values, on all cores."""
+    plane of at most ``PASS_VALUES`` values, on all cores."""
     planes = out.reshape(out.shape[0], out.shape[1], -1)
     size = planes.shape[2]
-    step = max(1, min(size, BLOCK_VALUES))
+    step = max(1, min(size, PASS_VALUES))
     tasks = [
         (n, c, s)
         for n in range(planes.shape[0])
@@ -171,7 +193,7 @@ def over_blocks(out: np.ndarray, chunk_pass: ChunkPass) -> None:
 
     def run(task: tuple[int, int, int], buffer: np.ndarray) -> None:
         n, c, s = task
-        chunk_pass._block(n, c, s, planes[n, c : c + 1, s : s + step], buffer)
+        chunk_pass.block(n, c, s, planes[n, c : c + 1, s : s + step], buffer)
 
     run_tasks(tasks, run, chunk_pass.scratch)
 
@@ -222,12 +244,23 @@ def conv_bn_act(
     flat = (n_batch, c_out, -1)
     count = n_batch * geo.out_hw[0] * geo.out_hw[1]
 
+    c_in_g, c_out_g = weight.shape[1], c_out // groups
+    in_conv = method == "direct" and (
+        chunk_values(n_batch, groups, c_in_g, c_out_g, weight.shape[2:], geo, dtype.itemsize)
+        >= MIN_FUSED_CHUNK_VALUES
+    )
+
     def engine(chunk_pass: ChunkPass) -> None:
+        """The conv with ``chunk_pass`` applied to every chunk of its output: in its
+        output pass where the chunks are large enough, else in a pass after it."""
+        if in_conv:
+            conv2d_direct(x, weight, geo, groups, out, padding_mode, chunk_pass)
+            return
         if method == "fft":
             conv2d_fft(x, weight, geo, groups, out, padding_mode)
-            over_blocks(out, chunk_pass)
         else:
-            conv2d_direct(x, weight, geo, groups, out, padding_mode, chunk_pass)
+            conv2d_direct(x, weight, geo, groups, out, padding_mode)
+        over_blocks(out, chunk_pass)
 
     def normalize(mean: np.ndarray, var: np.ndarray) -> Normalize:
         scale = 1.0 / np.sqrt(var + eps)
