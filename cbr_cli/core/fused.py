@@ -154,9 +154,10 @@ class ChunkPass:
         if self.sums is not None:
             self.sums[(n, channel, position)] = (*row_sums(block, buffer, self._ones), size)
         if self.normalize is not None:
-            bn = act = block
+            bn = block
             if self.bn is not None:
                 bn = self.bn[n, channel : channel + channels, position : position + size]
+            act = bn
             if self.act is not None:
                 act = self.act[n, channel : channel + channels, position : position + size]
             self.normalize.apply(block, bn, act, buffer, channel)

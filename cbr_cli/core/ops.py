@@ -613,6 +613,9 @@ def conv_bn_act_stages(
     )
     if training and rm is not None:
         update_running_stats(running_mean, running_var, stages.mean, stages.var, count, momentum)
-    if conv.unbatched:
-        stages = Stages(stages.conv[0], stages.bn[0], stages.act[0], stages.mean, stages.var, count)
+    if conv.unbatched:  # drop the batch axis, keeping which stages are one array
+        conv0 = stages.conv[0]
+        bn0 = conv0 if stages.bn is stages.conv else stages.bn[0]
+        act0 = bn0 if stages.act is stages.bn else stages.act[0]
+        stages = Stages(conv0, bn0, act0, stages.mean, stages.var, count)
     return stages
