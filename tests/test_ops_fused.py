@@ -442,3 +442,93 @@ def test_read_only_running_stats_are_refused_before_anything_runs() -> None:
     message = _message(lambda: conv2d_bn_act(X, W, running_mean=rm, running_var=rv))
     assert message == "running_var must be a writeable float array to be updated in place"
     np.testing.assert_array_equal(rm, 0.0)
+
+
+# ------------------------------------------------------------------ the pipeline
+
+
+def _layer(mode: str, activation: str = "leaky_relu", name: str = "block"):
+    from cbr_cli.spec.pipeline_spec import BNSpec, ConvSpec, LayerSpec
+
+    conv = ConvSpec(out_channels=4, kernel_size=(3, 3), padding=(1, 1), padding_mode="reflect")
+    return LayerSpec(name, conv, BNSpec(mode=mode), activation, negative_slope=0.2)
+
+
+def _built(layer, rng):
+    from cbr_cli.run.pipeline import BuiltLayer
+
+    weight = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    built = BuiltLayer(layer, 3, weight, rng.standard_normal(4).astype(np.float32))
+    built.bn_weight = rng.uniform(0.5, 1.5, 4).astype(np.float32)
+    built.bn_bias = rng.standard_normal(4).astype(np.float32)
+    return built
+
+
+def test_pipeline_running_mode_equals_the_unfused_ops() -> None:
+    from cbr_cli.run.pipeline import run_layers
+
+    rng = np.random.default_rng(21)
+    built = _built(_layer("running"), rng)
+    built.running_mean = rng.standard_normal(4).astype(np.float32)
+    built.running_var = rng.uniform(0.5, 2.0, 4).astype(np.float32)
+    x = rng.random((2, 3, 12, 10), dtype=np.float32)
+    conv, bn, act = run_layers([built], x)
+    y = conv2d(x, built.weight, built.bias, padding=1, padding_mode="reflect")
+    z = batch_norm(y, built.running_mean, built.running_var, built.bn_weight, built.bn_bias)
+    assert [s.stage for s in (conv, bn, act)] == ["conv", "bn", "act"]
+    np.testing.assert_array_equal(conv.data, y)
+    np.testing.assert_array_equal(bn.data, z)
+    np.testing.assert_array_equal(act.data, leaky_relu(z, 0.2))
+    assert bn.bn_mean.dtype == np.float64
+    np.testing.assert_array_equal(bn.bn_mean, built.running_mean)
+    np.testing.assert_array_equal(bn.bn_var, built.running_var)
+
+
+def test_pipeline_batch_mode_with_dataset_statistics_reports_them_as_given() -> None:
+    """``batch_stats`` (from ``cbr calibrate``, float64) normalise; the BN stage reports
+    them unrounded, as before the fusion."""
+    from cbr_cli.run.pipeline import run_layers
+
+    rng = np.random.default_rng(22)
+    built = _built(_layer("batch", activation="none"), rng)
+    mean = rng.standard_normal(4) / 3.0
+    var = rng.uniform(0.5, 2.0, 4) / 3.0
+    x = rng.random((1, 3, 9, 9), dtype=np.float32)
+    stages = run_layers([built], x, batch_stats={"block": (mean, var)})
+    assert [s.stage for s in stages] == ["conv", "bn"]
+    y = conv2d(x, built.weight, built.bias, padding=1, padding_mode="reflect")
+    np.testing.assert_array_equal(
+        stages[1].data, batch_norm(y, mean, var, built.bn_weight, built.bn_bias)
+    )
+    np.testing.assert_array_equal(stages[1].bn_mean, mean)
+    np.testing.assert_array_equal(stages[1].bn_var, var)
+
+
+def test_pipeline_batch_mode_statistics_are_the_batchs() -> None:
+    from cbr_cli.run.pipeline import run_layers
+
+    rng = np.random.default_rng(23)
+    built = _built(_layer("batch", activation="relu"), rng)
+    x = rng.random((3, 3, 11, 8), dtype=np.float32)
+    conv, bn, act = run_layers([built], x)
+    exact = conv.data.astype(np.float64)
+    np.testing.assert_allclose(bn.bn_mean, exact.mean(axis=(0, 2, 3)), rtol=1e-7, atol=1e-8)
+    np.testing.assert_allclose(bn.bn_var, exact.var(axis=(0, 2, 3)), rtol=1e-6)
+    expected = batch_norm(conv.data, None, None, built.bn_weight, built.bn_bias, training=True)
+    np.testing.assert_allclose(bn.data, expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(act.data, relu(bn.data))
+
+
+def test_pipeline_batch_mode_with_one_value_per_channel_says_so() -> None:
+    from cbr_cli.run.pipeline import run_layers
+
+    rng = np.random.default_rng(24)
+    layer = _layer("batch")
+    layer = replace(layer, conv=replace(layer.conv, padding=(0, 0)))
+    built = _built(layer, rng)
+    with pytest.raises(CbrError) as raised:
+        run_layers([built], rng.random((1, 3, 3, 3), dtype=np.float32))
+    assert raised.value.message == (
+        "layer 'block': bn mode 'batch': batch_norm in training mode needs more than 1 "
+        "value per channel, but got input shape (1, 4, 1, 1) (output 1x1 for 1 image(s))"
+    )
