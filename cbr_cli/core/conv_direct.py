@@ -15,6 +15,7 @@ GEMV, with its own chunk budget. Chunks run on :func:`cbr_cli.core.threads.run_t
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -64,6 +65,23 @@ ROW_TAP_MIN_ROWS = 2
 ROW_TAP_MIN_COLUMNS = 1024
 # Narrowest chunk when one output row exceeds the budget (very large K).
 MIN_CHUNK_COLUMNS = 64
+
+
+class ChunkEpilogue(Protocol):
+    """Work done on each chunk of output right after its GEMMs, while it is in cache.
+
+    ``block`` is the chunk: output channels ``[channel, channel + C)`` of sample ``n`` at
+    flat output positions ``[position, position + L)`` (``H_out * W_out`` flattened), a
+    view of shape (C, L) into the output that the epilogue may read and overwrite.
+    ``buffer`` is the thread's own ``scratch()``.  Called from several threads at once,
+    once per chunk, in no particular order.
+    """
+
+    def scratch(self) -> Any: ...
+
+    def __call__(
+        self, n: int, channel: int, position: int, block: np.ndarray, buffer: Any
+    ) -> None: ...
 
 
 def pad_input(x: np.ndarray, geo: ConvGeometry, padding_mode: str) -> np.ndarray:
@@ -122,6 +140,25 @@ def row_tap_chunk(
     return 1, min(wo, max(MIN_CHUNK_COLUMNS, columns))
 
 
+def chunk_values(
+    n_batch: int,
+    groups: int,
+    c_in_g: int,
+    c_out_g: int,
+    kernel: tuple[int, int],
+    geo: ConvGeometry,
+    itemsize: int = 4,
+) -> int:
+    """Output values per chunk of :func:`conv2d_direct` (what an epilogue gets at once)."""
+    ho, wo = geo.out_hw
+    chunk = row_tap_chunk(n_batch, groups, c_in_g, c_out_g, kernel, geo, itemsize)
+    if chunk is None:
+        k = c_in_g * kernel[0] * kernel[1]
+        chunk = _chunk_shape(k, c_out_g, ho, wo, c_in_g, itemsize)
+    rows, columns = chunk
+    return c_out_g * min(rows, ho) * min(columns, wo)
+
+
 def conv2d_direct(
     x: np.ndarray,
     weight: np.ndarray,
@@ -129,10 +166,13 @@ def conv2d_direct(
     groups: int,
     out: np.ndarray,
     padding_mode: str = "zeros",
+    epilogue: ChunkEpilogue | None = None,
 ) -> None:
     """Cross-correlate ``x`` (N, C_in, H, W), padded per ``geo``, with ``weight`` into ``out``.
 
-    ``out`` has shape (N, C_out, H_out, W_out) and is C-contiguous.  Two ways:
+    ``out`` has shape (N, C_out, H_out, W_out) and is C-contiguous.  ``epilogue``, if
+    given, is called on every chunk of output as soon as it is complete (see
+    :class:`ChunkEpilogue`).  Two ways:
 
     * **row taps** (vertical stride 1, several input channels per group): per chunk of
       output rows, one im2col of the *kernel-row* taps (``C_in/groups * kW`` values per
@@ -148,12 +188,13 @@ def conv2d_direct(
         x.shape[0], groups, c_in_g, c_out // groups, weight.shape[2:], geo, x.dtype.itemsize
     )
     if chunk is None:
-        _im2col(pad_input(x, geo, padding_mode), weight, without_padding(geo), groups, out)
+        xp = pad_input(x, geo, padding_mode)
+        _im2col(xp, weight, without_padding(geo), groups, out, epilogue)
     elif padding_mode == "zeros":
-        _row_taps(x, weight, geo, groups, out, chunk)
+        _row_taps(x, weight, geo, groups, out, chunk, epilogue)
     else:
         xp = pad_input(x, geo, padding_mode)
-        _row_taps(xp, weight, without_padding(geo), groups, out, chunk)
+        _row_taps(xp, weight, without_padding(geo), groups, out, chunk, epilogue)
 
 
 def _row_taps(
@@ -163,6 +204,7 @@ def _row_taps(
     groups: int,
     out: np.ndarray,
     chunk: tuple[int, int],
+    epilogue: ChunkEpilogue | None = None,
 ) -> None:
     """The row-tap path of :func:`conv2d_direct`, zero padding included (stride_h 1),
     in chunks of ``chunk = (rows, columns)`` of output."""
@@ -231,11 +273,14 @@ def _row_taps(
             tmp = scratch.partial[: c_out_g * r * w].reshape(c_out_g, r * w)
             np.matmul(wrows[g, i], matrix[:, i * dh * w : (i * dh + r) * w], out=tmp)
             target += tmp
+        if epilogue is not None:
+            epilogue(n, g * c_out_g, r0 * wo + c0, target, scratch.epilogue)
 
     def scratch() -> _RowTapScratch:
         return _RowTapScratch(
             np.empty(k * (rows + reach) * cols, dtype=x.dtype),
             np.empty(c_out_g * rows * cols if kh > 1 else 0, dtype=x.dtype),
+            None if epilogue is None else epilogue.scratch(),
         )
 
     run_tasks(tasks, run, scratch)
@@ -243,16 +288,23 @@ def _row_taps(
 
 @dataclass
 class _RowTapScratch:
-    """One thread's buffers for :func:`_row_taps`: the band of taps, a partial sum, and
-    the (band rows, columns, first column) layout whose padding columns are zeroed."""
+    """One thread's buffers for :func:`_row_taps`: the band of taps, a partial sum, the
+    epilogue's scratch, and the (band rows, columns, first column) layout whose padding
+    columns are zeroed."""
 
     taps: np.ndarray
     partial: np.ndarray
+    epilogue: Any = None
     layout: tuple[int, int, int] | None = None
 
 
 def _im2col(
-    xp: np.ndarray, weight: np.ndarray, geo: ConvGeometry, groups: int, out: np.ndarray
+    xp: np.ndarray,
+    weight: np.ndarray,
+    geo: ConvGeometry,
+    groups: int,
+    out: np.ndarray,
+    epilogue: ChunkEpilogue | None = None,
 ) -> None:
     """The full-im2col path of :func:`conv2d_direct`, on an already padded ``xp``."""
     n_batch = xp.shape[0]
@@ -281,8 +333,9 @@ def _im2col(
         for c0 in range(0, wo, width)
     ]
 
-    def run(task: tuple[int, int, int, int], buffer: np.ndarray) -> None:
+    def run(task: tuple[int, int, int, int], buffers: tuple[np.ndarray, Any]) -> None:
         n, g, r0, c0 = task
+        buffer, epilogue_buffer = buffers
         r, w = min(rows, ho - r0), min(width, wo - c0)
         cols = buffer[: k * r * w].reshape(c_in_g, kh, kw, r, w)
         np.copyto(cols, windows[n, g, :, :, :, r0 : r0 + r, c0 : c0 + w])
@@ -291,8 +344,14 @@ def _im2col(
         else:  # whole rows
             target = out_rows[n, g, :, r0 * wo : (r0 + r) * wo]
         np.matmul(wmat[g], cols.reshape(k, r * w), out=target)
+        if epilogue is not None:
+            epilogue(n, g * c_out_g, r0 * wo + c0, target, epilogue_buffer)
 
-    run_tasks(tasks, run, lambda: np.empty(k * rows * width, dtype=xp.dtype))
+    def scratch() -> tuple[np.ndarray, Any]:
+        buffer = np.empty(k * rows * width, dtype=xp.dtype)
+        return buffer, None if epilogue is None else epilogue.scratch()
+
+    run_tasks(tasks, run, scratch)
 
 
 def _chunk_shape(

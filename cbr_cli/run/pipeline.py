@@ -221,6 +221,8 @@ def _run_layer(
     """Run one layer on ``x``, appending its stages to ``results``; returns its output."""
     layer = item.spec
     c = layer.conv
+    if layer.bn is not None:
+        return _run_fused(item, x, batch_stats, results)
     try:
         y = ops.conv2d(
             x, item.weight, item.bias, c.stride, c.padding, c.dilation, c.groups, c.padding_mode
@@ -228,22 +230,6 @@ def _run_layer(
     except CbrError as exc:  # e.g. a kernel larger than this image: name the layer
         raise CbrError(f"layer {layer.name!r}: {exc.message}", exc.exit_code) from None
     results.append(StageResult(layer.name, "conv", y))
-    if layer.bn is not None:
-        if layer.bn.mode == "running":
-            mean = item.running_mean.astype(np.float64)
-            var = item.running_var.astype(np.float64)
-        elif batch_stats and layer.name in batch_stats:
-            mean, var = batch_stats[layer.name]
-        else:
-            try:
-                mean, var = ops.batch_stats(y)
-            except CbrError as exc:
-                raise CbrError(
-                    f"layer {layer.name!r}: bn mode 'batch': {exc.message} "
-                    f"(output {y.shape[2]}x{y.shape[3]} for {y.shape[0]} image(s))"
-                ) from None
-        y = ops.batch_norm(y, mean, var, item.bn_weight, item.bn_bias, False, eps=layer.bn.eps)
-        results.append(StageResult(layer.name, "bn", y, mean, var))
     if layer.activation == "relu":
         y = ops.relu(y)
         results.append(StageResult(layer.name, "act", y))
@@ -251,6 +237,61 @@ def _run_layer(
         y = ops.leaky_relu(y, layer.negative_slope)
         results.append(StageResult(layer.name, "act", y))
     return y
+
+
+def _run_fused(
+    item: BuiltLayer,
+    x: np.ndarray,
+    batch_stats: dict[str, tuple[np.ndarray, np.ndarray]] | None,
+    results: list[StageResult],
+) -> np.ndarray:
+    """A layer with BN, through :func:`~cbr_cli.core.ops.conv2d_bn_act` (every stage kept):
+    its own batch's statistics taken during the convolution, or given ones (running
+    statistics, or a dataset's from ``batch_stats``) applied in its output pass."""
+    layer = item.spec
+    c = layer.conv
+    mean = var = None
+    if layer.bn.mode == "running":
+        mean, var = item.running_mean, item.running_var
+    elif batch_stats and layer.name in batch_stats:
+        mean, var = batch_stats[layer.name]
+    batch_mode = mean is None
+    try:
+        stages = ops.conv_bn_act_stages(
+            x,
+            item.weight,
+            item.bias,
+            c.stride,
+            c.padding,
+            c.dilation,
+            c.groups,
+            c.padding_mode,
+            running_mean=mean,
+            running_var=var,
+            bn_weight=item.bn_weight,
+            bn_bias=item.bn_bias,
+            training=False,
+            eps=layer.bn.eps,
+            activation=layer.activation,
+            negative_slope=layer.negative_slope,
+            keep_stages=True,
+        )
+    except CbrError as exc:  # e.g. a kernel larger than this image: name the layer
+        raise CbrError(f"layer {layer.name!r}: {exc.message}", exc.exit_code) from None
+    if batch_mode and stages.count <= 1:  # what batch_norm(training=True) refuses
+        shape = stages.conv.shape
+        raise CbrError(
+            f"layer {layer.name!r}: bn mode 'batch': batch_norm in training mode needs more "
+            f"than 1 value per channel, but got input shape {shape} "
+            f"(output {shape[2]}x{shape[3]} for {shape[0]} image(s))"
+        )
+    results.append(StageResult(layer.name, "conv", stages.conv))
+    if not batch_mode:  # as given (float64 from a calibration), as before the fusion
+        stages.mean, stages.var = np.asarray(mean, np.float64), np.asarray(var, np.float64)
+    results.append(StageResult(layer.name, "bn", stages.bn, stages.mean, stages.var))
+    if layer.activation in ("relu", "leaky_relu"):
+        results.append(StageResult(layer.name, "act", stages.act))
+    return stages.act
 
 
 def needs_whole_batch(spec: PipelineSpec) -> bool:

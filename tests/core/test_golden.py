@@ -17,6 +17,12 @@ this file needs only numpy.  Tolerances, all float32:
   so equal (``assert_array_equal``: NaN must stay NaN; ``-0.0 == 0.0``, which is as
   it should be -- torch gives ``-0.0`` for ``leaky_relu(0.0, -0.5)``, cbr ``0.0``).
 
+* conv2d_bn_act (the fused op, every stage): conv as conv2d; bn and act ``rtol=1e-5``
+  plus ``atol = 1e-6 * M * max(scale) + 1e-6 * max|expected|`` with ``scale =
+  |gamma| / sqrt(var + eps)`` per channel: the conv's error, up to ``1e-6 * M``, comes
+  out of BN multiplied by its scale, BN adds its own rounding; running stats as
+  batch_norm's, ``atol`` relative to ``max|conv|``.
+
 Measured when the fixtures were made: conv errors <= 2e-7 * M on both engines, batch
 norm <= 1.2e-7 * max|expected|, running stats <= 2.1e-7 relative -- about ten times
 inside the tolerances.
@@ -29,7 +35,7 @@ import json
 import numpy as np
 import pytest
 
-from cbr_cli.core.ops import batch_norm, conv2d, leaky_relu, relu
+from cbr_cli.core.ops import batch_norm, conv2d, conv2d_bn_act, leaky_relu, relu
 from tests.helpers import REPO
 from tests.reference import conv2d_reference
 
@@ -84,6 +90,7 @@ def test_fixture_is_complete() -> None:
     assert required <= set(CASES)
     for name in CASES:
         assert get(name, "expected") is not None, name
+    assert len(names("conv2d_bn_act")) >= 4
     assert GOLDEN.stat().st_size < 300 * 1024
 
 
@@ -185,3 +192,64 @@ def test_conv_bn_relu_block_golden_through_the_pipeline() -> None:
     np.testing.assert_allclose(
         stages[-1].data, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max()
     )
+
+
+def _fused_params(name: str) -> dict:
+    params = conv_params(name)
+    return {k: params[k] for k in ("stride", "padding", "dilation", "groups", "padding_mode")}
+
+
+@pytest.mark.parametrize("method", ["direct", "fft", "auto"])
+@pytest.mark.parametrize("name", names("conv2d_bn_act"))
+def test_conv2d_bn_act_golden(name: str, method: str) -> None:
+    """The fused op's three stages and running statistics against torch's three calls."""
+    params = CASES[name]["params"]
+    rm_before, rv_before = get(name, "running_mean"), get(name, "running_var")
+    rm = None if rm_before is None else rm_before.copy()  # updated in place
+    rv = None if rv_before is None else rv_before.copy()
+    gamma = get(name, "bn_weight")
+    conv, bn, act = conv2d_bn_act(
+        get(name, "input"),
+        get(name, "weight"),
+        get(name, "bias"),
+        **_fused_params(name),
+        running_mean=rm,
+        running_var=rv,
+        bn_weight=gamma,
+        bn_bias=get(name, "bn_bias"),
+        training=params["training"],
+        momentum=params["momentum"],
+        eps=params["eps"],
+        activation=params["activation"],
+        negative_slope=params["negative_slope"],
+        keep_stages=True,
+        method=method,
+    )
+    magnitude = float(get(name, "magnitude"))
+    expected_conv = get(name, "expected_conv")
+    for out in (conv, bn, act):
+        assert out.dtype == np.float32 and out.shape == expected_conv.shape
+    np.testing.assert_allclose(conv, expected_conv, rtol=1e-5, atol=1e-6 * magnitude)
+
+    if params["training"] or rm_before is None:
+        var = expected_conv.astype(np.float64).var(axis=(0, 2, 3))
+    else:
+        var = rv_before.astype(np.float64)
+    scale = np.abs(1.0 if gamma is None else gamma) / np.sqrt(var + params["eps"])
+    for got, key in ((bn, "expected_bn"), (act, "expected")):
+        expected = get(name, key)
+        atol = 1e-6 * magnitude * float(np.max(scale)) + 1e-6 * float(np.abs(expected).max())
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=atol)
+    if params["activation"] == "none":
+        assert act is bn
+
+    mean_after, var_after = get(name, "running_mean_after"), get(name, "running_var_after")
+    if mean_after is None:
+        if rm is not None:
+            np.testing.assert_array_equal(rm, rm_before)
+            np.testing.assert_array_equal(rv, rv_before)
+        return
+    np.testing.assert_allclose(
+        rm, mean_after, rtol=1e-5, atol=1e-6 * float(np.abs(expected_conv).max())
+    )
+    np.testing.assert_allclose(rv, var_after, rtol=1e-5)
