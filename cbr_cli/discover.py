@@ -17,8 +17,11 @@ Layout
 stem, made unique within ``<dir>`` by :func:`cbr_cli.apply.unique_names` (``a.png``
 and ``a.jpg``: ``a`` and ``a-png``, in sorted order, so ``a.jpg`` keeps ``a``). A
 stem that equals a subfolder's name holding images also gets the suffix, so an
-image's folder never is a mirrored folder. ``OUT`` may not lie inside ``IN`` (its
-outputs would become inputs) nor contain it (an image's folder could be ``IN``).
+image's folder never is a mirrored folder. In ``OUT``'s root no image folder takes one
+of cbr's own names (:data:`cbr_cli.image_folder.RESERVED`: ``manifest.json.png`` gets
+``manifest.json-png``), and a subfolder of ``IN`` named like one is refused. ``OUT``
+may not lie inside ``IN`` (its outputs would become inputs) nor contain it (an image's
+folder could be ``IN``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from pathlib import Path, PurePosixPath
 
 from cbr_cli.apply import unique_names
 from cbr_cli.errors import CbrError
+from cbr_cli.image_folder import is_reserved
 from cbr_cli.images import IMAGE_SUFFIXES
 
 
@@ -142,9 +146,19 @@ def plan_outputs(
         for parent in rel.parents:
             if parent != PurePosixPath("."):
                 subfolders[parent.parent].add(parent.name)
+    for name in subfolders[PurePosixPath(".")]:
+        if is_reserved(name):
+            raise CbrError(
+                f"{Path(in_dir, name)}: a subfolder named like cbr's own {name!r} in OUT "
+                "cannot be mirrored there; rename it"
+            )
     names: dict[int, str] = {}
     for folder, members in by_folder.items():
-        chosen = unique_names([rels[i].name for i in members], taken=subfolders[folder])
+        chosen = unique_names(
+            [rels[i].name for i in members],
+            taken=subfolders[folder],
+            reserved=folder == PurePosixPath("."),
+        )
         names.update(zip(members, chosen, strict=True))
     jobs = []
     for i, (path, rel) in enumerate(zip(images, rels, strict=True)):
