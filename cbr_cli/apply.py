@@ -147,6 +147,8 @@ def unique_names(
         p = Path(path)
         stem = p.stem or p.name
         candidates = [stem, f"{stem}-{p.suffix.lstrip('.').lower() or 'file'}"]
+        if reserved and is_reserved(candidates[1]):  # ".cbr-staging-x-png": every suffix is
+            candidates[1] = f"_{candidates[1]}"
         name = next((c for c in candidates if free(c)), None)
         n = 2
         while name is None:

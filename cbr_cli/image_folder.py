@@ -258,7 +258,7 @@ class OutTree:
 
     def clean_root_temps(self) -> None:
         """Remove temporary files of cbr's report files an interrupted run left in OUT."""
-        self.remove(".", RESERVED)
+        self.remove(".", RESERVED, files=False)
 
 
 class ImageFolder:
