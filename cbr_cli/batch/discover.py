@@ -16,11 +16,14 @@ result is sorted by relative path, component by component, in code-point order
 Layout
 ------
 ``IN/<dir>/<file>`` writes into ``OUT/<dir>/<name>/``, where ``<name>`` is the file's
-stem, made unique within ``<dir>`` by :func:`cbr_cli.run.apply.unique_names` (``a.png``
+stem, made unique within ``<dir>`` by :func:`cbr_cli.io.image_folder.unique_names` (``a.png``
 and ``a.jpg``: ``a`` and ``a-png``, in sorted order, so ``a.jpg`` keeps ``a``). A
 stem that equals a subfolder's name holding images also gets the suffix, so an
-image's folder never is a mirrored folder. ``OUT`` may not lie inside ``IN`` (its
-outputs would become inputs) nor contain it (an image's folder could be ``IN``).
+image's folder never is a mirrored folder. In ``OUT``'s root no image folder takes one
+of cbr's own names (:data:`cbr_cli.io.image_folder.RESERVED`: ``manifest.json.png`` gets
+``manifest.json-png``), and a subfolder of ``IN`` named like one is refused. ``OUT``
+may not lie inside ``IN`` (its outputs would become inputs) nor contain it (an image's
+folder could be ``IN``).
 """
 
 from __future__ import annotations
@@ -32,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from cbr_cli.errors import CbrError
+from cbr_cli.io.image_folder import is_reserved, unique_names
 from cbr_cli.io.images import IMAGE_SUFFIXES
-from cbr_cli.run.apply import unique_names
 
 
 def discover(
@@ -145,9 +148,19 @@ def plan_outputs(
         for parent in rel.parents:
             if parent != PurePosixPath("."):
                 subfolders[parent.parent].add(parent.name)
+    for name in subfolders[PurePosixPath(".")]:
+        if is_reserved(name):
+            raise CbrError(
+                f"{Path(in_dir, name)}: a subfolder named like cbr's own {name!r} in OUT "
+                "cannot be mirrored there; rename it"
+            )
     names: dict[int, str] = {}
     for folder, members in by_folder.items():
-        chosen = unique_names([rels[i].name for i in members], taken=subfolders[folder])
+        chosen = unique_names(
+            [rels[i].name for i in members],
+            taken=subfolders[folder],
+            reserved=folder == PurePosixPath("."),
+        )
         names.update(zip(members, chosen, strict=True))
     jobs = []
     for i, (path, rel) in enumerate(zip(images, rels, strict=True)):

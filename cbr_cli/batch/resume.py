@@ -19,36 +19,31 @@ fingerprint equals the current one. The fingerprint is a SHA-256 over
 Anything else (``--jobs``, the progress display) does not change the outputs.
 
 A rerun skips an image whose marker matches and whose listed files all exist and are
-non-empty; any other image folder is cleared of cbr's files (marker first, so a
-clean-up cut short still leaves the image unfinished) and redone. Only names cbr
-writes are removed (``input.png``, ``<layer>_<stage>*.png|npy``, the marker, and the
-``.<name>.<hex>.tmp`` files an interrupted atomic write leaves); other files are
-never touched. Why this survives SIGKILL at any moment: every file appears by
-``rename``, complete or not at all; the marker appears last; a folder without a
-valid marker is redone from scratch; the dataset statistics are cached only once
-complete, and are deterministic anyway.
+non-empty; any other image is redone. Before its files are written, a pending record
+(``.cbr-pending.json``) lists every file cbr wrote there before and every file it is
+about to write; then the marker and those files go (see
+:meth:`cbr_cli.io.image_folder.ImageFolder.prepare`). Only files a record lists (and that
+have the shape of cbr's names), files with exactly the names this run writes, and
+temporary files of those are removed; other files are never touched. Why this
+survives SIGKILL at any moment: every file appears by ``rename``, complete or not at
+all; the pending record comes before the files and the marker last, so a folder
+without a valid marker is redone and cleaned of everything cbr may have put there;
+the dataset statistics are cached only once complete, and are deterministic anyway.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from cbr_cli.errors import CbrError
+from cbr_cli.io.image_folder import INPUT_PNG, MARKER
 
-MARKER = ".cbr-done.json"
 MARKER_FORMAT = 1
-
-_OUTPUT_FILE = re.compile(
-    r"^(input\.png|[A-Za-z0-9_][A-Za-z0-9_.-]*_(conv|bn|act)(_grid|_c\d+)?\.(png|npy))$"
-)
-_TEMP_FILE = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")  # cbr_cli.io.writers's temporary files
 
 
 def digest(data: Any) -> str:
@@ -156,7 +151,7 @@ def finished(
         warn(problem)
     if marker is None or marker["fingerprint"] != fingerprint:
         return False
-    listed = [Path(folder) / "input.png"]
+    listed = [Path(folder) / INPUT_PNG]
     for stage in marker["image"]["stages"]:
         for value in stage["files"].values():
             names = value if isinstance(value, list) else [value]
@@ -197,53 +192,3 @@ def relative_record(image: dict[str, Any], out_root: str) -> dict[str, Any]:
     if image.get("input_png"):
         record["input_png"] = rel(image["input_png"])
     return record
-
-
-def clear_outputs(
-    folder: str | os.PathLike[str], out_root: str | os.PathLike[str], remove_empty: bool = False
-) -> None:
-    """Remove cbr's files from an image folder: the marker first, then outputs and temp files.
-
-    With ``remove_empty``, an emptied folder is removed, and so are emptied parents up
-    to (not including) ``out_root``.
-
-    Raises
-    ------
-    CbrError
-        A file cannot be removed.
-    """
-    folder = Path(folder)
-    try:
-        entries = list(os.scandir(folder))
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise CbrError(f"cannot list {folder}: {exc.strerror or exc}", 1) from None
-    names = [e.name for e in entries if e.is_file(follow_symlinks=False)]
-    doomed = [MARKER] if MARKER in names else []
-    doomed += [n for n in names if _OUTPUT_FILE.match(n) or _TEMP_FILE.match(n)]
-    for name in doomed:
-        try:
-            os.unlink(folder / name)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise CbrError(f"cannot remove {folder / name}: {exc.strerror or exc}", 1) from None
-    if remove_empty:
-        root = Path(os.path.abspath(out_root))
-        current = Path(os.path.abspath(folder))
-        while current != root and root in current.parents:
-            try:
-                current.rmdir()
-            except OSError:  # not empty (other images, the user's files) or already gone
-                break
-            current = current.parent
-
-
-def clean_temp_files(directory: str | os.PathLike[str]) -> None:
-    """Remove temporary files an interrupted atomic write left in ``directory``."""
-    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-        for entry in os.scandir(directory):
-            if _TEMP_FILE.match(entry.name) and entry.is_file(follow_symlinks=False):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.path)

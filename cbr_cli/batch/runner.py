@@ -20,7 +20,10 @@ Steps
 4. Skip images an earlier run finished (:mod:`cbr_cli.batch.resume`); process the others in
    worker processes (:mod:`cbr_cli.batch.pool`), each image on its own, its done-marker
    written last.
-5. Write the folder's reports (:mod:`cbr_cli.batch.reports`): ``stats.csv``,
+5. Image folders of images gone from IN (cbr's record names an input that no longer
+   exists) are reported in :attr:`BatchResult.orphans`, and with ``prune`` removed
+   first (only cbr's recorded files, then folders left empty).
+6. Write the folder's reports (:mod:`cbr_cli.batch.reports`): ``stats.csv``,
    ``aggregate.csv``, ``failures.txt``, ``manifest.json``.
 
 An image that fails (unreadable, corrupt, wrong channel count for given weights, out
@@ -47,8 +50,6 @@ from cbr_cli.batch.dataset_bn import batch_bn_layers, dataset_bn_stats
 from cbr_cli.batch.discover import ImageJob, check_overlap, discover, plan_outputs
 from cbr_cli.batch.pool import Progress, WorkerPool, resolve_jobs, state
 from cbr_cli.batch.resume import (
-    clean_temp_files,
-    clear_outputs,
     digest,
     finished,
     image_fingerprint,
@@ -59,6 +60,7 @@ from cbr_cli.batch.resume import (
 )
 from cbr_cli.batch.scan import RunSetup, check_config, failure_reason, scan_folder
 from cbr_cli.errors import CbrError
+from cbr_cli.io.image_folder import ImageFolder, OutTree, find_recorded_folders
 from cbr_cli.run.apply import ApplyOptions, process_image
 from cbr_cli.run.pipeline import needs_whole_batch
 from cbr_cli.spec.pipeline_spec import PipelineSpec
@@ -78,6 +80,7 @@ class BatchOptions:
     jobs: int | None = None
     force: bool = False
     fail_fast: bool = False
+    prune: bool = False
     output: ApplyOptions = field(default_factory=ApplyOptions)
 
 
@@ -94,6 +97,10 @@ class BatchResult:
     stopped: bool = False
     warnings: list[str] = field(default_factory=list)
     """One line each: state files in OUT that were not as cbr writes them (ignored)."""
+    orphans: list[str] = field(default_factory=list)
+    """Image folders (relative to OUT) of images no longer in IN (see :meth:`_Run.orphans`)."""
+    pruned: bool = False
+    """True if the ``orphans`` were removed (``prune``)."""
 
     def count(self, status: str) -> int:
         return sum(1 for s in self.status.values() if s == status)
@@ -106,8 +113,8 @@ def _process_task(item: tuple[ImageJob, str | None, str, BatchStats | None]) -> 
     """Process one image in a worker; None when done, else the reason it failed."""
     job, fingerprint, out_root, batch_stats = item
     setup: RunSetup = state()
+    folder = ImageFolder(OutTree(out_root), job.out_rel)
     try:
-        clear_outputs(job.folder, out_root)  # an earlier run's outputs, stray temp files
         record = process_image(
             job.path,
             job.name,
@@ -117,11 +124,13 @@ def _process_task(item: tuple[ImageJob, str | None, str, BatchStats | None]) -> 
             color=setup.color,
             layers=setup.layers,
             batch_stats=batch_stats,
+            folder=folder,  # cleared of an earlier run's files before the new ones come
         )
         write_marker(job.folder, fingerprint, relative_record(record.to_dict(), out_root))
+        folder.drop_pending()
     except (CbrError, MemoryError) as exc:
         with contextlib.suppress(CbrError):
-            clear_outputs(job.folder, out_root, remove_empty=True)
+            folder.clear(remove_empty=True)
         return failure_reason(exc)
     return None
 
@@ -181,11 +190,13 @@ def _sigint_ignored() -> Iterator[None]:
 def _discard(item: tuple[ImageJob, str | None, str, Any], done: dict[int, str]) -> None:
     """After the workers are gone: keep an in-flight image that finished, clear the rest."""
     job, fingerprint, out_root, _ = item
-    if finished(job.folder, fingerprint, out_root):
-        done[job.index] = "processed"
-    else:
-        with contextlib.suppress(CbrError):
-            clear_outputs(job.folder, out_root, remove_empty=True)
+    folder = ImageFolder(OutTree(out_root), job.out_rel)
+    with contextlib.suppress(CbrError):
+        if finished(job.folder, fingerprint, out_root):
+            done[job.index] = "processed"
+            folder.drop_pending()  # killed between its marker and this
+        else:
+            folder.clear(remove_empty=True)
 
 
 class _Run:
@@ -204,8 +215,10 @@ class _Run:
         images = discover(in_dir, options.recursive, options.glob)
         self.spec = spec
         self.options = options
-        self.out_root = os.path.abspath(options.out_dir)
+        self.tree = OutTree(options.out_dir)
+        self.out_root = os.fspath(self.tree.root)
         self.jobs = plan_outputs(in_dir, images, options.out_dir)
+        self.tree.check_all(job.out_rel for job in self.jobs)  # no link on any image's way
         self.workers = resolve_jobs(options.jobs, len(self.jobs))
         self.emit = on_progress or (lambda progress: None)
         self.status: dict[int, str] = {}
@@ -216,6 +229,24 @@ class _Run:
         self.color = scan.color
         self.setup = RunSetup(spec, self.color, options.output)
         check_config(self.setup, scan)
+
+    def folder(self, job: ImageJob) -> ImageFolder:
+        return ImageFolder(self.tree, job.out_rel)
+
+    def orphans(self) -> list[ImageFolder]:
+        """Image folders in OUT whose image is gone from IN.
+
+        A folder with cbr's marker or pending record that no image of this run writes,
+        and whose recorded input file no longer exists (an image that ``--glob`` or a
+        missing ``--recursive`` leaves out is still there: its folder is not an orphan).
+        """
+        mine = {job.out_rel for job in self.jobs}
+        found = []
+        for folder in find_recorded_folders(self.tree):
+            source = folder.source()
+            if folder.rel not in mine and (source is None or not os.path.lexists(source)):
+                found.append(folder)
+        return sorted(found, key=lambda f: f.rel)
 
     def calibrate(self, pool: WorkerPool[Any]) -> BatchStats | None:
         """Dataset-wide statistics of the batch-mode BN layers (cached in OUT)."""
@@ -283,13 +314,14 @@ class _Run:
         for job in self.jobs:
             if job.index in self.failures:
                 with contextlib.suppress(CbrError):  # stale outputs of an earlier, good file
-                    clear_outputs(job.folder, self.out_root, remove_empty=True)
+                    self.folder(job).clear(remove_empty=True)
                 continue
             fingerprint = image_fingerprint(key, job.path)
             if not self.options.force and finished(
                 job.folder, fingerprint, self.out_root, self.stages, self.warnings.append
             ):
                 self.status[job.index] = "skipped"
+                self.folder(job).drop_pending()  # if killed between its marker and this
             else:
                 todo.append((job, fingerprint, self.out_root, stats))
         skipped = sum(1 for s in self.status.values() if s == "skipped")
@@ -334,10 +366,9 @@ def run_batch(
         After stopping the workers and removing the in-flight images' files.
     """
     from cbr_cli.io.outlock import out_lock
-    from cbr_cli.io.writers import ensure_dir
 
     run = _Run(os.fspath(in_dir), spec, options, on_progress)
-    ensure_dir(run.out_root)
+    run.tree.create_root()
     with out_lock(options.out_dir):  # before anything in OUT is read, cleaned or written
         return _locked_run(run, os.fspath(in_dir), spec, options)
 
@@ -346,7 +377,11 @@ def _locked_run(run: _Run, in_dir: str, spec: PipelineSpec, options: BatchOption
     """The part of :func:`run_batch` that reads and writes OUT (holding its lock)."""
     from cbr_cli.batch.reports import write_reports
 
-    clean_temp_files(run.out_root)
+    run.tree.clean_root_temps()
+    orphans = run.orphans()
+    if options.prune:
+        for folder in orphans:
+            folder.clear(remove_empty=True)
     if not needs_whole_batch(spec):  # an earlier run's, with another pipeline
         with contextlib.suppress(FileNotFoundError):
             os.unlink(Path(run.out_root) / BN_STATS_FILE)
@@ -375,5 +410,12 @@ def _locked_run(run: _Run, in_dir: str, spec: PipelineSpec, options: BatchOption
         bn_stats=BN_STATS_FILE if needs_whole_batch(spec) else None,
     )
     return BatchResult(
-        run.out_root, status, failures, files, stopped=run.stopped, warnings=run.warnings
+        run.out_root,
+        status,
+        failures,
+        files,
+        stopped=run.stopped,
+        warnings=run.warnings,
+        orphans=[folder.rel for folder in orphans],
+        pruned=options.prune,
     )

@@ -81,6 +81,14 @@ def batch(
         ),
     ] = False,
     fail_fast: FailFast = False,
+    prune: Annotated[
+        bool,
+        typer.Option(
+            "--prune",
+            help="Remove the output folders of images no longer in IN_DIR (only cbr's files).",
+            rich_help_panel=FOLDER,
+        ),
+    ] = False,
     colormap: opt.Colormap = None,
     normalize: opt.Normalize = "per-stage",
     save_npy: opt.SaveNpy = False,
@@ -113,6 +121,7 @@ def batch(
             jobs=opt.parse_int(jobs, "--jobs", JOBS_EXPECTED),
             force=force,
             fail_fast=fail_fast,
+            prune=prune,
             output=opt.output_options(out, colormap, normalize, save_npy, channel_pngs, resize),
         )
         with ProgressDisplay(Console(stderr=True)) as display:
@@ -130,9 +139,25 @@ def batch(
     raise typer.Exit(1 if result.failures else 0)
 
 
+def _print_orphans(result: "BatchResult") -> None:
+    """One line on stderr about output folders of images gone from IN."""
+    if not result.orphans:
+        return
+    shown = ", ".join(result.orphans[:5]) + (", ..." if len(result.orphans) > 5 else "")
+    count = len(result.orphans)
+    if result.pruned:
+        sys.stderr.write(f"removed {count} folder(s) of images no longer in IN: {shown}\n")
+    else:
+        sys.stderr.write(
+            f"note: {count} folder(s) in OUT belong to images no longer in IN ({shown}); "
+            "--prune removes them\n"
+        )
+
+
 def _print_batch(result: "BatchResult") -> None:
     from rich.console import Console
 
+    _print_orphans(result)
     from cbr_cli.cli.batch_tables import failures_table, summary_table
 
     console = Console()

@@ -18,13 +18,12 @@ statistics record it too. Every file is written atomically (temporary file + ren
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cbr_cli.core.stats import ChannelStats, channel_stats
-from cbr_cli.core.threads import thread_count
 from cbr_cli.errors import CbrError
 from cbr_cli.run.memory import available_memory
 from cbr_cli.run.pipeline import (
@@ -46,6 +44,7 @@ from cbr_cli.run.pipeline import (
 from cbr_cli.spec.pipeline_spec import PipelineSpec
 
 if TYPE_CHECKING:
+    from cbr_cli.io.image_folder import ImageFolder, OutTree
     from cbr_cli.spec.layerstack import StackResult
 
 GRID_TILE_MAX = 256
@@ -126,34 +125,11 @@ class ApplyResult:
         }
 
 
-def unique_names(paths: Sequence[str], taken: Iterable[str] = ()) -> list[str]:
-    """Output folder names: the file stem, disambiguated deterministically on collision.
-
-    The first file with a stem keeps it; later ones get ``<stem>-<ext>`` (``a-jpg``),
-    then ``<stem>-<ext>-2``, ``-3``, ... Hidden-file stems keep their dot. Names in
-    ``taken`` (e.g. sibling folders) are never given out. Comparison ignores case.
-    """
-    used: set[str] = {name.lower() for name in taken}
-    names = []
-    for path in paths:
-        p = Path(path)
-        stem = p.stem or p.name
-        candidates = [stem, f"{stem}-{p.suffix.lstrip('.').lower() or 'file'}"]
-        name = next((c for c in candidates if c.lower() not in used), None)
-        n = 2
-        while name is None:
-            if f"{candidates[1]}-{n}".lower() not in used:
-                name = f"{candidates[1]}-{n}"
-            n += 1
-        used.add(name.lower())
-        names.append(name)
-    return names
-
-
-def _check_paths(paths: Sequence[str], out_dir: str, names: Sequence[str]) -> None:
+def _check_paths(paths: Sequence[str], tree: OutTree, names: Sequence[str]) -> None:
     """Refuse, before any work, an OUT (or an image folder in it) that cannot be written."""
     if not paths:
         raise CbrError("no input images given")
+    out_dir = tree.label
     out = Path(out_dir).resolve()
     for path in paths:
         resolved = Path(path).resolve()
@@ -161,10 +137,9 @@ def _check_paths(paths: Sequence[str], out_dir: str, names: Sequence[str]) -> No
             raise CbrError(f"--out {out_dir}: the output folder must not contain input {path}")
     if out.exists() and not out.is_dir():
         raise CbrError(f"--out {out_dir}: exists and is not a directory")
-    for name in names:
-        folder = out / name
-        if folder.exists() and not folder.is_dir():
-            raise CbrError(f"--out {out_dir}: {folder} is a file; its image folder cannot be made")
+    if out.is_dir():
+        for name in names:  # a link or a file where an image folder goes
+            tree.folder(name)
 
 
 def geometry(spec: PipelineSpec, shape: tuple[int, int, int]) -> StackResult:
@@ -296,28 +271,20 @@ def run_apply(
     """Run ``spec`` on the images at ``paths`` and write every output under ``options.out_dir``.
 
     Images are processed one at a time unless a ``mode: batch`` BN couples them, in
-    which case they form one batch (and must share a size, or use ``resize``). OUT is
-    locked (:func:`cbr_cli.io.outlock.out_lock`) from its creation to the end: a
-    concurrent run into the same OUT is refused.
+    which case they form one batch (and must share a size, or use ``resize``). The new
+    files are written beside an earlier run's and committed by renames at the end
+    (:mod:`cbr_cli.io.staging`): a run that fails or is killed leaves the earlier output
+    complete, and a run that fails leaves no OUT it created. OUT is locked
+    (:func:`cbr_cli.io.outlock.out_lock`) from its creation to the end: a concurrent run
+    into the same OUT is refused.
     """
-    with contextlib.ExitStack() as held:  # the lock on OUT, once it is taken
-        return _run_apply(paths, spec, options, on_image, held)
-
-
-def _run_apply(
-    paths: Sequence[str],
-    spec: PipelineSpec,
-    options: ApplyOptions,
-    on_image: Callable[[ImageRecord], None] | None,
-    held: contextlib.ExitStack,
-) -> ApplyResult:
-    from cbr_cli.batch.resume import clear_outputs
+    from cbr_cli.io.image_folder import OutTree, unique_names
     from cbr_cli.io.outlock import out_lock
-    from cbr_cli.io.writers import ensure_dir, write_json
 
     timings = {"load": 0.0, "compute": 0.0, "stats": 0.0, "render": 0.0, "write": 0.0}
-    names = unique_names(paths)
-    _check_paths(paths, options.out_dir, names)
+    names = unique_names(paths, reserved=True)
+    tree = OutTree(options.out_dir)
+    _check_paths(paths, tree, names)
     start = time.perf_counter()
     pixels, sources = load_batch(paths, spec.input.color, options.resize)
     timings["load"] += time.perf_counter() - start
@@ -345,43 +312,84 @@ def _run_apply(
     check_memory(stacks[shape], shape, len(largest))  # type: ignore[arg-type, index]
     warnings = list(dict.fromkeys(w.message for s in stacks.values() if s for w in s.warnings))
     layers = build_layers(spec, int(pixels[0].shape[0]))  # config errors before any write
-    out_root = ensure_dir(options.out_dir)
-    held.enter_context(out_lock(out_root))
-    records: list[ImageRecord] = []
-    # PNG encoders: the deflate runs without the GIL, one thread per core this process may
-    # use (affinity, --threads); the pool drains before the next image's convolution, so
-    # it never competes with the engine's threads or BLAS.
-    with ThreadPoolExecutor(max_workers=min(4, thread_count())) as pool:
-        for group in groups:
+    shapes = {
+        "x".join(map(str, shape)): stack.to_plain()["layers"]
+        for shape, stack in stacks.items()
+        if stack is not None
+    }
+    run = _StagedRun(tree, spec, options, timings, paths, names, sources)
+    created = tree.create_root()
+    try:
+        with out_lock(tree.root, "--out"):
+            records = run.run(groups, layers, pixels, shapes, on_image)
+    except BaseException:
+        for folder in reversed(created):  # leave no OUT behind that this run made
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
+        raise
+    return ApplyResult(records, str(Path(options.out_dir) / "manifest.json"), timings, warnings)
+
+
+@dataclass
+class _StagedRun:
+    """What :func:`run_apply` writes, and where: images into a staging folder, then a commit."""
+
+    tree: OutTree
+    spec: PipelineSpec
+    options: ApplyOptions
+    timings: dict[str, float]
+    paths: Sequence[str]
+    names: Sequence[str]
+    sources: Sequence[dict[str, Any]]
+
+    def run(
+        self,
+        groups: list[list[int]],
+        layers: list[BuiltLayer],
+        pixels: Sequence[np.ndarray],
+        geometry: dict[str, Any],
+        on_image: Callable[[ImageRecord], None] | None,
+    ) -> list[ImageRecord]:
+        """Compute and write every image into a staging folder, then commit it into OUT."""
+        from cbr_cli.io.staging import Staging, recover
+
+        recover(self.tree)  # an earlier, killed run's staging folder and temporary files
+        staging = Staging(self.tree)
+        records: list[ImageRecord] = []
+        written: list[str] = []
+        timings = self.timings
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+                for group in groups:
+                    start = time.perf_counter()
+                    batch = np.stack([pixels[i] for i in group])
+                    results = run_layers(layers, normalize_input(batch, self.spec.input))
+                    timings["compute"] += time.perf_counter() - start
+                    for position, index in enumerate(group):
+                        name = self.names[index]
+                        record = ImageRecord(
+                            path=os.path.abspath(self.paths[index]),
+                            name=name,
+                            out_dir=str(Path(self.options.out_dir) / name),
+                            source=self.sources[index],
+                        )
+                        files = _write_image(
+                            pool, record, pixels[index], results, position, self.spec,
+                            self.options, timings, staging.folder(name),
+                        )  # fmt: skip
+                        written += [f"{name}/{file}" for file in files]
+                        records.append(record)
+                        if on_image is not None:
+                            on_image(record)
+                    del results
             start = time.perf_counter()
-            batch = np.stack([pixels[i] for i in group])
-            results = run_layers(layers, normalize_input(batch, spec.input))
-            timings["compute"] += time.perf_counter() - start
-            for position, index in enumerate(group):
-                # A rerun into the same OUT must not leave files of an earlier pipeline
-                # (e.g. channels it had and this one has not) next to the new ones.
-                clear_outputs(out_root / names[index], out_root)
-                record = ImageRecord(
-                    path=os.path.abspath(paths[index]),
-                    name=names[index],
-                    out_dir=str(out_root / names[index]),
-                    source=sources[index],
-                )
-                _write_image(pool, record, pixels[index], results, position, spec, options, timings)
-                records.append(record)
-                if on_image is not None:
-                    on_image(record)
-            del results
-        start = time.perf_counter()
-        manifest_path = out_root / "manifest.json"
-        shapes = {
-            "x".join(map(str, shape)): stack.to_plain()["layers"]
-            for shape, stack in stacks.items()
-            if stack is not None
-        }
-        write_json(manifest_path, {**manifest(spec, records, options), "geometry": shapes})
-        timings["write"] += time.perf_counter() - start
-    return ApplyResult(records, str(manifest_path), timings, warnings)
+            data = manifest(self.spec, records, self.options)
+            staging.commit({**data, "geometry": geometry}, written)
+            timings["write"] += time.perf_counter() - start
+        except BaseException:
+            staging.discard()
+            raise
+        return records
 
 
 def process_image(
@@ -395,6 +403,7 @@ def process_image(
     layers: Callable[[int], list[BuiltLayer]] | None = None,
     batch_stats: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
     timings: dict[str, float] | None = None,
+    folder: ImageFolder | None = None,
 ) -> ImageRecord:
     """Run ``spec`` on one image alone and write its files into the folder ``out_dir``.
 
@@ -402,10 +411,16 @@ def process_image(
     used). ``color`` overrides ``spec.input.color``; ``layers(channels)`` supplies built
     layers (default: :func:`~cbr_cli.run.pipeline.build_layers`); ``batch_stats`` gives
     dataset-wide statistics for ``mode: batch`` BN layers (see
-    :func:`~cbr_cli.run.pipeline.run_layers`). Files are written one after another, in the
+    :func:`~cbr_cli.run.pipeline.run_layers`). With ``folder`` (``out_dir``'s
+    :class:`~cbr_cli.io.image_folder.ImageFolder`), the folder is prepared for the new files
+    once they are computed (:meth:`~cbr_cli.io.image_folder.ImageFolder.prepare`: the files
+    cbr wrote there before are removed). Files are written one after another, in the
     calling thread (``cbr batch`` runs one such call per worker process). ``timings``, if
     given, accumulates seconds per phase (load, compute, stats, render, encode).
     """
+    from cbr_cli.io.image_folder import output_names
+    from cbr_cli.io.writers import ensure_dir
+
     if timings is None:
         timings = {}
     for phase in ("load", "compute", "stats", "render", "write"):
@@ -421,7 +436,14 @@ def process_image(
     record = ImageRecord(
         path=os.path.abspath(path), name=name, out_dir=os.fspath(out_dir), source=sources[0]
     )
-    _write_image(None, record, image, results, 0, spec, options, timings)
+    if folder is None:
+        target = ensure_dir(out_dir)
+    else:
+        stages = [(r.layer, r.stage, int(r.data.shape[1])) for r in results]
+        names = output_names(stages, channel_pngs=options.channel_pngs, save_npy=options.save_npy)
+        folder.prepare(names, record.path)
+        target = folder.path
+    _write_image(None, record, image, results, 0, spec, options, timings, target)
     return record
 
 
@@ -434,12 +456,20 @@ def _write_image(
     spec: PipelineSpec,
     options: ApplyOptions,
     timings: dict[str, float],
-) -> None:
-    from cbr_cli.io import render
-    from cbr_cli.io.writers import ensure_dir, write_npy, write_png
+    target: Path,
+) -> list[str]:
+    """Write one image's files into the folder ``target``; return their names.
 
-    folder = ensure_dir(record.out_dir)
+    ``record`` gets the paths in ``record.out_dir`` (where the files end up; ``target``
+    may be a staging folder that is renamed into place later).
+    """
+    from cbr_cli.io import image_folder as layout
+    from cbr_cli.io import render
+    from cbr_cli.io.writers import write_png
+
+    final = Path(record.out_dir)
     pending: list[Future[None]] = []
+    files: list[str] = []
 
     def timed(fn: Callable[..., None], *args: Any) -> None:
         start = time.perf_counter()
@@ -448,11 +478,13 @@ def _write_image(
         with _TIMINGS_LOCK:  # encoder threads add up concurrently
             timings["encode"] = timings.get("encode", 0.0) + elapsed
 
-    def submit(fn: Callable[..., None], *args: Any) -> None:
+    def submit(fn: Callable[..., None], name: str, *args: Any) -> str:
+        files.append(name)
         if pool is None:
-            timed(fn, *args)
+            timed(fn, target / name, *args)
         else:
-            pending.append(pool.submit(timed, fn, *args))
+            pending.append(pool.submit(timed, fn, target / name, *args))
+        return str(final / name)
 
     start = time.perf_counter()
     shown = np.clip(pixels, 0.0, 1.0)
@@ -460,83 +492,94 @@ def _write_image(
     input_rgb = np.moveaxis(
         np.repeat(input_rgb, 3, axis=0) if len(input_rgb) == 1 else input_rgb, 0, -1
     )
-    # A photograph: the "up" filter makes it a third smaller than the montages' "none".
-    write_photo = functools.partial(write_png, row_filter="up")
-    submit(write_photo, folder / "input.png", input_rgb, {"source": record.path})
-    record.input_png = str(folder / "input.png")
+    record.input_png = submit(write_png, layout.INPUT_PNG, input_rgb, {"source": record.path})
 
     maps = [r.data[position] for r in results]
     signed = [_signed(spec, r) for r in results]
     ranges = render.map_ranges(maps, options.normalize, signed)
     timings["render"] += time.perf_counter() - start
 
-    for result, data, flag, stage_ranges in zip(results, maps, signed, ranges, strict=True):
-        start = time.perf_counter()
-        stats = channel_stats(
-            data,
-            None if result.bn_mean is None else result.bn_mean,
-            None if result.bn_var is None else result.bn_var,
-        )
-        timings["stats"] += time.perf_counter() - start
-
-        start = time.perf_counter()
-        cmap = (
-            render.get_colormap(options.colormap)
-            if options.colormap
-            else render.default_colormap(flag)
-        )
-        labels = _labels(spec, result.layer, data.shape[0])
-        base = f"{result.layer}_{result.stage}"
-        stage = StageRecord(
-            result.layer, result.stage, tuple(data.shape), cmap.name, stage_ranges, stats, labels
-        )
-        digits = max(2, len(str(data.shape[0] - 1)))
-        tiles = []
-        channel_files = []
-        columns = math.ceil(math.sqrt(data.shape[0]))  # the montage's default layout
-        tile_max = max(16, min(GRID_TILE_MAX, GRID_SIDE_MAX // columns))
-        step = max(1, -(-max(data.shape[1:]) // tile_max))
-        for c in range(data.shape[0]):
-            vmin, vmax = stage_ranges[c]
-            if options.channel_pngs:
-                index, nan = render.color_index(data[c], vmin, vmax)
-                path = folder / f"{base}_c{c:0{digits}d}.png"
-                meta = _png_text(result, c, labels[c], vmin, vmax, cmap.name)
-                if nan is None:  # indexed-colour PNG: a third of the bytes to compress
-                    tiles.append(np.take(cmap.lut, index[::step, ::step], axis=0))
-                    submit(write_png, path, index, meta, cmap.lut)
-                else:
-                    rgb = np.take(cmap.lut, index, axis=0)
-                    rgb[nan] = render.NAN_COLOR
-                    tiles.append(rgb[::step, ::step])
-                    submit(write_png, path, rgb, meta)
-                channel_files.append(str(path))
-            else:
-                tiles.append(render.colorize(data[c, ::step, ::step], vmin, vmax, cmap))
-        vmin = min(r[0] for r in stage_ranges)
-        vmax = max(r[1] for r in stage_ranges)
-        title = f"{result.layer} {result.stage} {data.shape[0]}x{data.shape[1]}x{data.shape[2]}"
-        same_range = len(set(stage_ranges)) == 1
-        grid = render.montage(
-            tiles,
-            labels,
-            title=title if same_range else f"{title} (per-channel ranges)",
-            colorbar_spec=render.Colorbar(cmap, vmin, vmax) if same_range else None,
-        )
-        grid_path = folder / f"{base}_grid.png"
-        submit(write_png, grid_path, grid, _png_text(result, None, "grid", vmin, vmax, cmap.name))
-        stage.files = {"grid": str(grid_path), "channels": channel_files}
-        if options.save_npy:
-            npy_path = folder / f"{base}.npy"
-            submit(write_npy, npy_path, np.ascontiguousarray(data, dtype=np.float32))
-            stage.files["npy"] = str(npy_path)
-        record.stages.append(stage)
-        timings["render"] += time.perf_counter() - start
-
+    try:
+        for result, data, flag, stage_ranges in zip(results, maps, signed, ranges, strict=True):
+            record.stages.append(
+                _write_stage(submit, result, data, flag, stage_ranges, spec, options, timings)
+            )
+    except BaseException:
+        wait(pending)  # no writer may still be busy when the caller cleans up
+        raise
     start = time.perf_counter()
     for future in pending:
         future.result()  # re-raises the first write error (a CbrError naming the file)
     timings["write"] += time.perf_counter() - start
+    return files
+
+
+def _write_stage(
+    submit: Callable[..., str],
+    result: StageResult,
+    data: np.ndarray,
+    flag: bool,
+    stage_ranges: list[tuple[float, float]],
+    spec: PipelineSpec,
+    options: ApplyOptions,
+    timings: dict[str, float],
+) -> StageRecord:
+    """Statistics, channel PNGs, the grid and (with ``save_npy``) the array of one stage."""
+    from cbr_cli.io import image_folder as layout
+    from cbr_cli.io import render
+    from cbr_cli.io.writers import write_npy, write_png
+
+    start = time.perf_counter()
+    stats = channel_stats(data, result.bn_mean, result.bn_var)
+    timings["stats"] += time.perf_counter() - start
+
+    start = time.perf_counter()
+    cmap = (
+        render.get_colormap(options.colormap) if options.colormap else render.default_colormap(flag)
+    )
+    labels = _labels(spec, result.layer, data.shape[0])
+    stage = StageRecord(
+        result.layer, result.stage, tuple(data.shape), cmap.name, stage_ranges, stats, labels
+    )
+    tiles = []
+    channel_files = []
+    columns = math.ceil(math.sqrt(data.shape[0]))  # the montage's default layout
+    tile_max = max(16, min(GRID_TILE_MAX, GRID_SIDE_MAX // columns))
+    step = max(1, -(-max(data.shape[1:]) // tile_max))
+    for c in range(data.shape[0]):
+        vmin, vmax = stage_ranges[c]
+        if options.channel_pngs:
+            index, nan = render.color_index(data[c], vmin, vmax)
+            name = layout.channel_name(result.layer, result.stage, c, data.shape[0])
+            meta = _png_text(result, c, labels[c], vmin, vmax, cmap.name)
+            if nan is None:  # indexed-colour PNG: a third of the bytes to compress
+                tiles.append(np.take(cmap.lut, index[::step, ::step], axis=0))
+                channel_files.append(submit(write_png, name, index, meta, cmap.lut))
+            else:
+                rgb = np.take(cmap.lut, index, axis=0)
+                rgb[nan] = render.NAN_COLOR
+                tiles.append(rgb[::step, ::step])
+                channel_files.append(submit(write_png, name, rgb, meta))
+        else:
+            tiles.append(render.colorize(data[c, ::step, ::step], vmin, vmax, cmap))
+    vmin = min(r[0] for r in stage_ranges)
+    vmax = max(r[1] for r in stage_ranges)
+    title = f"{result.layer} {result.stage} {data.shape[0]}x{data.shape[1]}x{data.shape[2]}"
+    same_range = len(set(stage_ranges)) == 1
+    grid = render.montage(
+        tiles,
+        labels,
+        title=title if same_range else f"{title} (per-channel ranges)",
+        colorbar_spec=render.Colorbar(cmap, vmin, vmax) if same_range else None,
+    )
+    grid_text = _png_text(result, None, "grid", vmin, vmax, cmap.name)
+    grid_path = submit(write_png, layout.grid_name(result.layer, result.stage), grid, grid_text)
+    stage.files = {"grid": grid_path, "channels": channel_files}
+    if options.save_npy:
+        array = np.ascontiguousarray(data, dtype=np.float32)
+        stage.files["npy"] = submit(write_npy, layout.npy_name(result.layer, result.stage), array)
+    timings["render"] += time.perf_counter() - start
+    return stage
 
 
 def _png_text(
