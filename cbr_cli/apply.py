@@ -2,7 +2,7 @@
 
 Output layout (``OUT`` is ``--out``)::
 
-    OUT/manifest.json                       resolved pipeline, inputs, versions, seeds
+    OUT/manifest.json                       resolved pipeline, inputs, versions, seeds, files
     OUT/<stem>/input.png                    the input as the pipeline sees it (before mean/std)
     OUT/<stem>/<layer>_<stage>_grid.png     all channels of a stage, labelled, with a colour bar
     OUT/<stem>/<layer>_<stage>_c<NN>.png    one PNG per channel (full resolution)
@@ -12,7 +12,9 @@ Output layout (``OUT`` is ``--out``)::
 outputs) are signed maps, drawn with a diverging colormap on a symmetric range so that
 zero is white; ReLU outputs are non-negative, drawn with a sequential colormap from 0.
 Each PNG records its value range (``vmin``/``vmax``) in PNG text metadata, and the
-statistics record it too. Every file is written atomically (temporary file + rename).
+statistics record it too. Every file is written atomically (temporary file + rename),
+and the whole run into a staging folder that is committed by renames
+(:mod:`cbr_cli.staging`); the names are :mod:`cbr_cli.image_folder`'s.
 """
 
 from __future__ import annotations
