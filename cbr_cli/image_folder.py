@@ -30,6 +30,7 @@ Two safety rules hold for everything cbr does in OUT:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import stat
@@ -323,11 +324,14 @@ class ImageFolder:
         an image cut short at any later point is cleaned by the next run; then the marker
         and the recorded files and those named ``names`` are removed.
         """
-        from cbr_cli.output import write_json
+        from cbr_cli.output import atomic_writer
 
         folder = self.create()
         doomed = self.recorded() | set(names)
-        write_json(folder / PENDING, {"format": 1, "input": source, "files": sorted(doomed)})
+        record = {"format": 1, "input": source, "files": sorted(doomed)}
+        # Not fsync-ed: like the feature maps it covers (a killed process loses neither).
+        with atomic_writer(folder / PENDING, "w", durable=False) as handle:
+            json.dump(record, handle, indent=1)
         self.tree.remove(self.rel, [MARKER, *sorted(doomed)])
         self.tree.remove(self.rel, [PENDING], files=False)  # of a record cut short
 
