@@ -243,8 +243,10 @@ class _Run:
         mine = {job.out_rel for job in self.jobs}
         found = []
         for folder in find_recorded_folders(self.tree):
+            if folder.rel in mine:
+                continue  # this run's: its record is read when the image is checked
             source = folder.source()
-            if folder.rel not in mine and (source is None or not os.path.lexists(source)):
+            if source is None or not os.path.lexists(source):
                 found.append(folder)
         return sorted(found, key=lambda f: f.rel)
 

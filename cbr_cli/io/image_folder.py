@@ -274,13 +274,12 @@ class ImageFolder:
         return self.tree.folder(self.rel, create=True)
 
     def _read(self, name: str) -> Any:
-        with contextlib.suppress(OSError, ValueError), self.tree.open_folder(self.rel) as fd:
-            if fd is None:
-                return None
-            flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
-            with open(os.open(name, flags, dir_fd=fd), encoding="utf-8") as handle:
-                return json.load(handle)
-        return None
+        """The JSON object of the state file ``name`` here, or None (missing, a link, a
+        FIFO, too big, not JSON: :func:`cbr_cli.batch.statefiles.load`)."""
+        from cbr_cli.batch.statefiles import load
+
+        self.tree.folder(self.rel)  # no link on the way
+        return load(self.path / name)[0]
 
     def recorded(self) -> set[str]:
         """Names of this folder that the marker or the pending record says cbr wrote."""
@@ -325,16 +324,21 @@ class ImageFolder:
         an image cut short at any later point is cleaned by the next run; then the marker
         and the recorded files and those named ``names`` are removed.
         """
-        from cbr_cli.io.writers import write_json
+        from cbr_cli.io.writers import atomic_writer
 
         folder = self.create()
         doomed = self.recorded() | set(names)
-        write_json(folder / PENDING, {"format": 1, "input": source, "files": sorted(doomed)})
+        record = {"format": 1, "input": source, "files": sorted(doomed)}
+        # Not fsync-ed: like the feature maps it covers (a killed process loses neither).
+        with atomic_writer(folder / PENDING, "w", durable=False) as handle:
+            json.dump(record, handle, indent=1)
         self.tree.remove(self.rel, [MARKER, *sorted(doomed)])
+        self.tree.remove(self.rel, [PENDING], files=False)  # of a record cut short
 
     def drop_pending(self) -> None:
-        """After the marker is written: the pending record is no longer needed."""
-        self.tree.remove(self.rel, [PENDING], temps=False)
+        """After the marker is written: the pending record (and any temporary copy of
+        it) is no longer needed."""
+        self.tree.remove(self.rel, [PENDING])
 
     def clear(self, *, remove_empty: bool = False) -> None:
         """Remove cbr's files: the marker first, then recorded files, the pending record last.

@@ -26,7 +26,6 @@ nothing: then only files with the new run's names are replaced.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import shutil
@@ -58,11 +57,9 @@ def _image_file(rel: object) -> PurePosixPath | None:
 
 def _recorded_files(tree: OutTree) -> list[PurePosixPath]:
     """The files ``OUT/manifest.json`` records (none if it is missing or foreign)."""
-    try:
-        with open(tree.root / MANIFEST, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError):
-        return []
+    from cbr_cli.batch.statefiles import load
+
+    data, _ = load(tree.root / MANIFEST)  # a link, FIFO or huge file records nothing
     files = data.get("files") if isinstance(data, dict) else None
     found = [_image_file(rel) for rel in files] if isinstance(files, list) else []
     return [path for path in found if path is not None]
@@ -141,11 +138,9 @@ def roll_forward(tree: OutTree, staging: Path) -> None:
     CbrError
         A rename or removal failed; running cbr again completes the commit.
     """
-    try:
-        with open(staging / JOURNAL, encoding="utf-8") as handle:
-            journal = json.load(handle)
-    except (OSError, ValueError):
-        journal = None
+    from cbr_cli.batch.statefiles import load
+
+    journal, _ = load(staging / JOURNAL)
     moves = journal.get("move") if isinstance(journal, dict) else None
     removes = journal.get("remove") if isinstance(journal, dict) else None
     if not isinstance(moves, list) or not isinstance(removes, list):

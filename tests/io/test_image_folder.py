@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from cbr_cli.cli import app
+from cbr_cli.cli.app import app
 from cbr_cli.errors import CbrError
 from tests.helpers import REPO
 
@@ -212,6 +212,8 @@ def test_batch_cleans_the_files_a_pending_record_lists(tmp_path: Path) -> None:
     (folder / MARKER).unlink()
     (folder / "old_conv_grid.png").write_bytes(b"older pipeline")
     (folder / ".old_conv.npy.0123abcd.tmp").write_bytes(b"partial")
+    (folder / f".{PENDING}.0123abcd.tmp").write_bytes(b"a record cut short")
+    (folder / f".{MARKER}.0123abcd.tmp").write_bytes(b"a marker cut short")
     pending = {"format": 1, "input": "x.png", "files": ["old_conv_grid.png", "old_conv.npy"]}
     (folder / PENDING).write_text(json.dumps(pending))
     assert cbr(*args).exit_code == 0
@@ -253,7 +255,10 @@ def test_root_clean_up_removes_only_temporary_files_of_cbrs_reports(tmp_path: Pa
 
 
 def _snapshot_without_staging(out: Path) -> dict[str, bytes]:
-    return {k: v for k, v in tree(out).items() if not k.startswith(STAGING_PREFIX)}
+    """OUT's files but the killed run's staging folder and lock file (the next run's)."""
+    return {
+        k: v for k, v in tree(out).items() if not k.startswith(STAGING_PREFIX) and k != ".cbr-lock"
+    }
 
 
 def test_disk_full_during_a_rerun_keeps_the_old_output(
