@@ -43,7 +43,7 @@ from cbr_cli.run.pipeline import (
     normalize_input,
     run_layers,
 )
-from cbr_cli.spec.pipeline_spec import PipelineSpec
+from cbr_cli.spec.pipeline_spec import InputSpec, PipelineSpec
 
 if TYPE_CHECKING:
     from cbr_cli.spec.layerstack import StackResult
@@ -117,12 +117,15 @@ class ApplyResult:
     timings: dict[str, float]
     warnings: list[str] = field(default_factory=list)
     """One line each: where the run departs from PyTorch or ignores input (as `cbr shape`)."""
+    notes: list[str] = field(default_factory=list)
+    """One line each: the weight file's conversions, where a model's chain stopped, ..."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "images": [i.to_dict() for i in self.images],
             "manifest": self.manifest,
             "warnings": self.warnings,
+            "notes": self.notes,
         }
 
 
@@ -221,12 +224,16 @@ def check_memory(stack: StackResult | None, shape: tuple[int, int, int], images:
 
 
 def load_batch(
-    paths: Sequence[str], color: str | None, resize: tuple[int, int] | None
+    paths: Sequence[str],
+    color: str | None,
+    resize: tuple[int, int] | None,
+    inputs: InputSpec | None = None,
 ) -> tuple[np.ndarray | list[np.ndarray], list[dict[str, Any]]]:
     """Decode images; returns pixel arrays (C, H, W) and a description of each source.
 
     Without an explicit colour, a mix of gray and RGB images is promoted to RGB (a gray
-    image's channel is repeated), so every image feeds the same first layer.
+    image's channel is repeated), so every image feeds the same first layer. ``inputs``'
+    ``resize``/``crop`` (:mod:`cbr_cli.run.inputs`) apply after ``resize`` (``--resize``).
     """
     from cbr_cli.io.images import load_image
 
@@ -236,6 +243,10 @@ def load_batch(
         pixels = [np.repeat(p, 3, axis=0) if p.shape[0] == 1 else p for p in pixels]
     if resize is not None:
         pixels = [_resize(p, resize, path) for p, path in zip(pixels, paths, strict=True)]
+    if inputs is not None and (inputs.resize is not None or inputs.crop is not None):
+        from cbr_cli.run.inputs import prepare
+
+        pixels = [prepare(p, inputs, path) for p, path in zip(pixels, paths, strict=True)]
     sources = [
         {
             "format": im.format,
@@ -319,7 +330,7 @@ def _run_apply(
     names = unique_names(paths)
     _check_paths(paths, options.out_dir, names)
     start = time.perf_counter()
-    pixels, sources = load_batch(paths, spec.input.color, options.resize)
+    pixels, sources = load_batch(paths, spec.input.color, options.resize, spec.input)
     timings["load"] += time.perf_counter() - start
 
     if needs_whole_batch(spec) and len(pixels) > 1:
@@ -345,6 +356,7 @@ def _run_apply(
     check_memory(stacks[shape], shape, len(largest))  # type: ignore[arg-type, index]
     warnings = list(dict.fromkeys(w.message for s in stacks.values() if s for w in s.warnings))
     layers = build_layers(spec, int(pixels[0].shape[0]))  # config errors before any write
+    notes = run_notes(spec)
     out_root = ensure_dir(options.out_dir)
     held.enter_context(out_lock(out_root))
     records: list[ImageRecord] = []
@@ -379,9 +391,20 @@ def _run_apply(
             for shape, stack in stacks.items()
             if stack is not None
         }
-        write_json(manifest_path, {**manifest(spec, records, options), "geometry": shapes})
+        write_json(
+            manifest_path,
+            {**manifest(spec, records, options), "geometry": shapes, "notes": notes},
+        )
         timings["write"] += time.perf_counter() - start
-    return ApplyResult(records, str(manifest_path), timings, warnings)
+    return ApplyResult(records, str(manifest_path), timings, warnings, notes)
+
+
+def run_notes(spec: PipelineSpec) -> list[str]:
+    """The spec's notes, then the weight file's (conversions made reading its tensors)."""
+    notes = list(spec.notes)
+    if spec.weights is not None:
+        notes += [f"{spec.weights.display}: {note}" for note in spec.weights.notes]
+    return list(dict.fromkeys(notes))
 
 
 def process_image(
@@ -411,7 +434,7 @@ def process_image(
     for phase in ("load", "compute", "stats", "render", "write"):
         timings.setdefault(phase, 0.0)
     start = time.perf_counter()
-    pixels, sources = load_batch([path], color or spec.input.color, options.resize)
+    pixels, sources = load_batch([path], color or spec.input.color, options.resize, spec.input)
     timings["load"] += time.perf_counter() - start
     image = pixels[0]
     start = time.perf_counter()

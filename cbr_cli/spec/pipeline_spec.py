@@ -6,10 +6,14 @@ names its origin: ``FILE:LINE:COL: key.path: what is wrong (got ...)`` for YAML,
 
 Schema (PyTorch's names)::
 
+    weights: model.pth           # optional: a weight file the layers take tensors from
     input:                       # optional
+      preset: imagenet           # imagenet | imagenet-eval | minus1to1 (see INPUT_PRESETS)
       color: rgb | gray          # default: from the image (gray sources stay gray)
       mean: [0.485, 0.456, 0.406]  # optional per-channel normalisation, after scaling to [0, 1]
       std: [0.229, 0.224, 0.225]
+      resize: 256                # shorter side to 256, bilinear (torchvision's Resize(256))
+      crop: 224                  # centre crop, int or [h, w] (torchvision's CenterCrop)
     layers:
       - name: stem               # default layer1, layer2, ...
         conv:
@@ -25,15 +29,20 @@ Schema (PyTorch's names)::
           seed: 0
           weight: w.npy          # or: (out_channels, in_channels/groups, kH, kW)
           kernels: [sobel_x, sobel_y]   # or: built-in kernels, one per output channel
+          from: conv1            # or: conv1.weight (+ conv1.bias) of the weight file
+          tensors: {weight: w, bias: b}  # or: tensors of the weight file by name
         bn:                      # optional; omit, null or false for none
           mode: batch            # batch (statistics of the batch) | running (given statistics)
           eps: 1e-5
           momentum: 0.1
           weight: 1.0            # scalar, list or .npy path; also bias, running_mean, running_var
+          from: bn1              # or: bn1.weight/.bias/.running_mean/.running_var (mode
+                                 #   running by default), or tensors: {weight: ..., ...}
         activation: relu         # relu | leaky_relu | none
         negative_slope: 0.01
 
 Relative paths are relative to the YAML file (to the working directory for flags).
+Tensors of a weight file: :mod:`cbr_cli.spec.weights_source`.
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ from typing import Any
 
 from cbr_cli.core.shapes import PADDING_MODES, PADDING_STRINGS
 from cbr_cli.errors import CbrError
+from cbr_cli.spec.weights_source import TensorRef, WeightsFile
 from cbr_cli.spec.yaml_reader import Value
 
 COLORS = ("gray", "rgb")
@@ -54,8 +64,25 @@ BN_MODES = ("batch", "running")
 ACTIVATIONS = ("relu", "leaky_relu", "none")
 LAYER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
-TOP_KEYS = ("input", "layers")
-INPUT_KEYS = ("color", "mean", "std")
+TOP_KEYS = ("weights", "input", "layers")
+INPUT_KEYS = ("preset", "color", "mean", "std", "resize", "crop")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INPUT_PRESETS: dict[str, dict[str, Any]] = {
+    # torchvision's ImageNet weights: ToTensor() then Normalize(mean, std), RGB.
+    "imagenet": {"color": "rgb", "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
+    # ... with the evaluation transform: Resize(256) (shorter side) + CenterCrop(224).
+    "imagenet-eval": {
+        "color": "rgb",
+        "mean": IMAGENET_MEAN,
+        "std": IMAGENET_STD,
+        "resize": 256,
+        "crop": 224,
+    },
+    # [0, 1] -> [-1, 1]: Normalize(0.5, 0.5), i.e. (x - 0.5) / 0.5 = 2x - 1, any channels.
+    "minus1to1": {"mean": 0.5, "std": 0.5},
+}
+"""``input.preset`` names: the values they set (keys given next to a preset win)."""
 LAYER_KEYS = ("name", "conv", "bn", "activation", "negative_slope")
 CONV_KEYS = (
     "out_channels",
@@ -70,8 +97,21 @@ CONV_KEYS = (
     "seed",
     "weight",
     "kernels",
+    "from",
+    "tensors",
 )
-BN_KEYS = ("mode", "eps", "momentum", "weight", "bias", "running_mean", "running_var")
+BN_KEYS = (
+    "mode",
+    "eps",
+    "momentum",
+    "weight",
+    "bias",
+    "running_mean",
+    "running_var",
+    "from",
+    "tensors",
+)
+TENSOR_KEYS = ("from", "tensors")
 
 # Bounds on every integer, checked when it is parsed, so that a typo is one error naming
 # the key or flag instead of an OverflowError/ValueError deep in numpy (a worker's
@@ -96,12 +136,14 @@ MAX_SEED = 2**64 - 1
 
 @dataclass(frozen=True)
 class ParamSource:
-    """A per-channel parameter: a scalar (broadcast), a list, or a ``.npy`` file path."""
+    """A per-channel parameter: a scalar (broadcast), a list, a ``.npy`` path or a tensor."""
 
-    value: float | tuple[float, ...] | str
+    value: float | tuple[float, ...] | str | TensorRef
     where: str
 
     def plain(self) -> Any:
+        if isinstance(self.value, TensorRef):
+            return self.value.name
         return list(self.value) if isinstance(self.value, tuple) else self.value
 
     def check(self, channels: int, what: str) -> None:
@@ -110,6 +152,12 @@ class ParamSource:
         ``what`` names the parameter in the message (e.g. ``bn.weight of layer 'stem'``).
         Used by the engine and by ``cbr shape`` alike, so both say the same.
         """
+        if isinstance(self.value, TensorRef):
+            if self.value.shape != (channels,):
+                raise self.value.error(
+                    f"expected shape ({channels},), got {self.value.shape} ({what})"
+                )
+            return
         if isinstance(self.value, tuple) and len(self.value) != channels:
             raise CbrError(
                 f"{self.where}: expected {channels} value{'s' if channels != 1 else ''} for "
@@ -133,6 +181,25 @@ class InputSpec:
     color: str | None = None
     mean: ParamSource | None = None
     std: ParamSource | None = None
+    resize: int | None = None
+    """Shorter side after resizing (torchvision's ``Resize(int)``, bilinear), or None."""
+    crop: tuple[int, int] | None = None
+    """Centre crop ``(h, w)`` after ``resize`` (torchvision's ``CenterCrop``), or None."""
+    preset: str | None = None
+
+    def prepared_size(self, height: int, width: int) -> tuple[int, int]:
+        """The ``(H, W)`` an image of ``height x width`` has after ``resize`` and ``crop``."""
+        if self.resize is not None:
+            height, width = resized_size(height, width, self.resize)
+        return self.crop if self.crop is not None else (height, width)
+
+
+def resized_size(height: int, width: int, shorter: int) -> tuple[int, int]:
+    """torchvision's ``Resize(shorter)``: the shorter side becomes ``shorter``, the longer
+    ``int(shorter * longer / shorter_side)`` (truncated, as torchvision computes it)."""
+    if height <= width:
+        return shorter, int(shorter * width / height)
+    return int(shorter * height / width), shorter
 
 
 @dataclass(frozen=True)
@@ -149,7 +216,7 @@ class ConvSpec:
     bias: bool | ParamSource = True
     init: str = "kaiming_uniform"
     seed: int = 0  # default: the layer's index (0 for the first), so layers differ
-    weight: str | None = None
+    weight: str | TensorRef | None = None  # a .npy path or a tensor of the weight file
     kernels: tuple[str, ...] | None = None
     where: dict[str, str] = field(default_factory=dict, compare=False)
 
@@ -159,7 +226,15 @@ class ConvSpec:
         Returns ``(out_channels, in_channels/groups, kH, kW)``.
         """
         shape = (self.out_channels, in_channels // self.groups, *self.kernel_size)
-        if self.weight is not None:
+        if isinstance(self.weight, TensorRef):
+            if self.weight.shape != shape:
+                raise self.weight.error(
+                    f"expected shape (out_channels, in_channels/groups, kH, kW) = {shape} for "
+                    f"{in_channels} input channel(s) and groups={self.groups}, "
+                    f"got {self.weight.shape}",
+                    self.where.get("from", self.where.get("tensors")),
+                )
+        elif self.weight is not None:
             from cbr_cli.io.npyfiles import npy_shape  # numpy only when a .npy is named
 
             found = npy_shape(self.weight, self.where["weight"])
@@ -202,6 +277,9 @@ class PipelineSpec:
     input: InputSpec
     layers: tuple[LayerSpec, ...]
     source: str = "flags"
+    weights: WeightsFile | None = field(default=None, compare=False)
+    notes: tuple[str, ...] = field(default=(), compare=False)
+    """One line each: where a model's chain stopped and why, BN folded into a conv, ..."""
 
     def to_plain(self) -> dict[str, Any]:
         """The resolved pipeline as config data (paths absolute): loads back to this spec."""
@@ -353,11 +431,24 @@ def _param(value: Value, what: str = "a number", positive: bool = False) -> Para
 # ------------------------------------------------------------------- parse
 
 
-def parse_pipeline(root: Value, source: str) -> PipelineSpec:
-    """Validate a whole pipeline document (``input:`` + ``layers:``)."""
+def parse_pipeline(
+    root: Value,
+    source: str,
+    weights: WeightsFile | None = None,
+    notes: tuple[str, ...] = (),
+) -> PipelineSpec:
+    """Validate a whole pipeline document (``weights:`` + ``input:`` + ``layers:``).
+
+    ``weights`` is a weight file already open (``--model``); a ``weights:`` key replaces it.
+    ``notes`` are kept on the spec (see :attr:`PipelineSpec.notes`).
+    """
     top = _mapping(root, TOP_KEYS)
     if "layers" not in top:
         raise root.error("missing required key 'layers' (a list of conv layers)")
+    if "weights" in top:
+        from cbr_cli.spec.weights_source import open_weights
+
+        weights = open_weights(top["weights"])
     input_spec = parse_input(top["input"]) if "input" in top else InputSpec()
     layers_value = top["layers"]
     if not isinstance(layers_value.data, list) or not layers_value.data:
@@ -366,27 +457,40 @@ def parse_pipeline(root: Value, source: str) -> PipelineSpec:
     layers = []
     names: dict[str, str] = {}
     for index, item in enumerate(layers_value.data):
-        layer = parse_layer(item, index)
+        layer = parse_layer(item, index, weights)
         if layer.name in names:
             raise item.error(
                 f"duplicate layer name {layer.name!r} (also used by {names[layer.name]})"
             )
         names[layer.name] = f"layers[{index}]"
         layers.append(layer)
-    return PipelineSpec(input_spec, tuple(layers), source)
+    return PipelineSpec(input_spec, tuple(layers), source, weights, notes)
 
 
 def parse_input(value: Value) -> InputSpec:
     if value.data is None:
         return InputSpec()
     keys = _mapping(value, INPUT_KEYS)
-    color = _choice(keys["color"], COLORS) if "color" in keys else None
-    mean = _param(keys["mean"]) if "mean" in keys else None
-    std = _param(keys["std"], positive=True) if "std" in keys else None
-    return InputSpec(color, mean, std)
+    preset = _choice(keys["preset"], tuple(INPUT_PRESETS)) if "preset" in keys else None
+    base = INPUT_PRESETS.get(preset or "", {})
+    where = keys["preset"].where if preset else value.where
+
+    def preset_param(key: str) -> ParamSource | None:
+        return ParamSource(base[key], where) if key in base else None
+
+    color = _choice(keys["color"], COLORS) if "color" in keys else base.get("color")
+    mean = _param(keys["mean"]) if "mean" in keys else preset_param("mean")
+    std = _param(keys["std"], positive=True) if "std" in keys else preset_param("std")
+    resize = base.get("resize")
+    if "resize" in keys:
+        resize = _int(keys["resize"], 1, "a positive integer (the shorter side)", MAX_SIDE)
+    crop = (base["crop"], base["crop"]) if "crop" in base else None
+    if "crop" in keys:
+        crop = _int_pair(keys["crop"], 1, "a positive integer")
+    return InputSpec(color, mean, std, resize, crop, preset)
 
 
-def parse_layer(value: Value, index: int) -> LayerSpec:
+def parse_layer(value: Value, index: int, weights: WeightsFile | None = None) -> LayerSpec:
     keys = _mapping(value, LAYER_KEYS)
     name = f"layer{index + 1}"
     if "name" in keys:
@@ -399,10 +503,14 @@ def parse_layer(value: Value, index: int) -> LayerSpec:
         name = name_value.data
     if "conv" not in keys:
         raise value.error("missing required key 'conv'")
-    conv = parse_conv(keys["conv"], default_seed=index)
+    conv = parse_conv(keys["conv"], default_seed=index, weights=weights)
     bn = None  # no `bn:` key: no BatchNorm (PyTorch's Conv2d alone)
     if "bn" in keys and not _bn_off(keys["bn"]):
-        bn = parse_bn(keys["bn"])
+        bn = parse_bn(keys["bn"], weights)
+        for key in ("weight", "bias", "running_mean", "running_var"):
+            source = getattr(bn, key)
+            if source is not None and isinstance(source.value, TensorRef):
+                source.check(conv.out_channels, f"bn.{key}: one per output channel of the conv")
     activation = _choice(keys["activation"], ACTIVATIONS) if "activation" in keys else "relu"
     slope = 0.01
     if "negative_slope" in keys:
@@ -414,13 +522,13 @@ def parse_layer(value: Value, index: int) -> LayerSpec:
     return LayerSpec(name, conv, bn, activation, slope)
 
 
-def parse_conv(value: Value, default_seed: int = 0) -> ConvSpec:
+def parse_conv(value: Value, default_seed: int = 0, weights: WeightsFile | None = None) -> ConvSpec:
     keys = _mapping(value, CONV_KEYS)
     where = {key: v.where for key, v in keys.items()}
     where.setdefault("conv", value.where)
-    sources = [k for k in ("weight", "kernels") if k in keys]
+    sources = [k for k in ("weight", "kernels", *TENSOR_KEYS) if k in keys]
     if len(sources) > 1:
-        raise keys["kernels"].error("give either 'weight' or 'kernels', not both")
+        raise keys[sources[1]].error(f"give either {sources[0]!r} or {sources[1]!r}, not both")
     if sources and ("init" in keys or "seed" in keys):
         extra = keys["init"] if "init" in keys else keys["seed"]
         raise extra.error(f"'init'/'seed' apply to random weights; this conv uses {sources[0]!r}")
@@ -429,8 +537,16 @@ def parse_conv(value: Value, default_seed: int = 0) -> ConvSpec:
     if "groups" in keys:
         groups = _int(keys["groups"], 1, "a positive integer", MAX_CHANNELS)
     out_channels = kernel_size = None
-    weight = kernels = None
-    if "weight" in keys:
+    weight: str | TensorRef | None = None
+    kernels = tensor_bias = None
+    if sources and sources[0] in TENSOR_KEYS:
+        from cbr_cli.spec.weights_source import conv_weight_ref
+
+        refs = conv_weight_ref(keys, weights)
+        weight, tensor_bias = refs["weight"], refs.get("bias")
+        _check_weight_shape(keys[sources[0]], weight.shape)
+        out_channels, kernel_size = weight.shape[0], (weight.shape[2], weight.shape[3])
+    elif "weight" in keys:
         from cbr_cli.io import (
             npyfiles,  # numpy: only when a .npy is given (keeps `cbr shape` light)
         )
@@ -449,13 +565,15 @@ def parse_conv(value: Value, default_seed: int = 0) -> ConvSpec:
 
     if "out_channels" in keys:
         given = _int(keys["out_channels"], 1, "a positive integer", MAX_CHANNELS)
-        _check_matches(keys["out_channels"], given, out_channels, sources, "{} output channels")
+        _check_matches(
+            keys["out_channels"], given, out_channels, sources, "{} output channels", weight
+        )
         out_channels = given
     if out_channels is None:
         raise value.error("missing 'out_channels' (or give 'weight' or 'kernels')")
     if "kernel_size" in keys:
         given_ks = _int_pair(keys["kernel_size"], 1, "a positive integer")
-        _check_matches(keys["kernel_size"], given_ks, kernel_size, sources, "kernel {}")
+        _check_matches(keys["kernel_size"], given_ks, kernel_size, sources, "kernel {}", weight)
         kernel_size = given_ks
     if kernel_size is None:
         kernel_size = (3, 3)
@@ -465,6 +583,8 @@ def parse_conv(value: Value, default_seed: int = 0) -> ConvSpec:
         )
 
     bias: bool | ParamSource = not sources  # PyTorch's default bias is random; given weights: none
+    if tensor_bias is not None:
+        bias = ParamSource(tensor_bias, tensor_bias.where)
     if "bias" in keys:
         b = keys["bias"]
         bias = _bool(b) if isinstance(b.data, bool) else _param(b)
@@ -523,13 +643,23 @@ def _check_weight_shape(value: Value, shape: tuple[int, ...]) -> None:
 
 
 def _check_matches(
-    value: Value, given: object, derived: object, sources: list[str], what: str
+    value: Value,
+    given: object,
+    derived: object,
+    sources: list[str],
+    what: str,
+    weight: str | TensorRef | None = None,
 ) -> None:
-    """A key given alongside ``weight``/``kernels`` must agree with what they imply.
+    """A key given alongside ``weight``/``kernels``/``from`` must agree with what they imply.
 
-    ``what`` describes the implied value, ``{}`` standing for it (``"kernel {}"``).
+    ``what`` describes the implied value, ``{}`` standing for it (``"kernel {}"``); a
+    disagreement with a weight file's tensor names the file and the tensor.
     """
-    if derived is not None and given != derived:
+    if isinstance(weight, TensorRef):
+        from cbr_cli.spec.weights_source import check_stated
+
+        check_stated(value, given, derived, weight, what)
+    elif derived is not None and given != derived:
         shown = list(given) if isinstance(given, tuple) else given
         raise value.error(
             f"does not match the {sources[0]} given ({what.format(derived)}) (got {shown})"
@@ -572,14 +702,19 @@ def _bn_off(value: Value) -> bool:
     return False
 
 
-def parse_bn(value: Value) -> BNSpec:
+def parse_bn(value: Value, weights: WeightsFile | None = None) -> BNSpec:
     if isinstance(value.data, str):  # shorthand: `bn: batch` / `bn: running`
         return BNSpec(mode=_choice(value, BN_MODES), where={"mode": value.where})
     if value.data is True:
         return BNSpec(where={"mode": value.where})
     keys = _mapping(value, BN_KEYS)
     where = {key: v.where for key, v in keys.items()}
-    mode = _choice(keys["mode"], BN_MODES) if "mode" in keys else "batch"
+    tensor_keys = [k for k in TENSOR_KEYS if k in keys]
+    if len(tensor_keys) > 1:
+        raise keys["tensors"].error("give either 'from' or 'tensors', not both")
+    # A trained BN's statistics are the model's eval mode: running, unless asked otherwise.
+    default_mode = "running" if tensor_keys else "batch"
+    mode = _choice(keys["mode"], BN_MODES) if "mode" in keys else default_mode
     eps = _float(keys["eps"]) if "eps" in keys else 1e-5
     if eps <= 0:
         raise keys["eps"].error(f"expected a positive number (got {eps})")
@@ -596,14 +731,23 @@ def parse_bn(value: Value) -> BNSpec:
         var = running["running_var"].plain()
         if isinstance(var, (float, list)) and min(var if isinstance(var, list) else [var]) < 0:
             raise keys["running_var"].error(f"variance must be non-negative (got {var})")
+    params = {k: _param(keys[k]) for k in ("weight", "bias") if k in keys} | running
+    if tensor_keys:  # the file's tensors, for what is not given explicitly
+        from cbr_cli.spec.weights_source import BN_TENSORS, tensor_refs
+
+        stats = {"running_mean", "running_var"}
+        required = stats - set(running) if mode == "running" else set()
+        for part, ref in tensor_refs(keys, weights, BN_TENSORS, required).items():
+            if part not in params and (mode == "running" or part not in stats):
+                params[part] = ParamSource(ref, ref.where)
     return BNSpec(
         mode=mode,
         eps=eps,
         momentum=momentum,
-        weight=_param(keys["weight"]) if "weight" in keys else None,
-        bias=_param(keys["bias"]) if "bias" in keys else None,
-        running_mean=running.get("running_mean"),
-        running_var=running.get("running_var"),
+        weight=params.get("weight"),
+        bias=params.get("bias"),
+        running_mean=params.get("running_mean"),
+        running_var=params.get("running_var"),
         where=where,
     )
 
@@ -620,6 +764,10 @@ def pipeline_to_plain(spec: PipelineSpec) -> dict[str, Any]:
         inp["mean"] = spec.input.mean.plain()
     if spec.input.std is not None:
         inp["std"] = spec.input.std.plain()
+    if spec.input.resize is not None:
+        inp["resize"] = spec.input.resize
+    if spec.input.crop is not None:
+        inp["crop"] = list(spec.input.crop)
     layers = []
     for layer in spec.layers:
         c = layer.conv
@@ -633,7 +781,11 @@ def pipeline_to_plain(spec: PipelineSpec) -> dict[str, Any]:
             "groups": c.groups,
             "bias": c.bias if isinstance(c.bias, bool) else c.bias.plain(),
         }
-        if c.weight is not None:
+        if isinstance(c.weight, TensorRef):
+            conv["tensors"] = {"weight": c.weight.name}
+            if isinstance(c.bias, ParamSource) and isinstance(c.bias.value, TensorRef):
+                conv["tensors"]["bias"] = conv.pop("bias")
+        elif c.weight is not None:
             conv["weight"] = c.weight
         elif c.kernels is not None:
             conv["kernels"] = list(c.kernels)
@@ -649,7 +801,9 @@ def pipeline_to_plain(spec: PipelineSpec) -> dict[str, Any]:
             }
             for key in ("weight", "bias", "running_mean", "running_var"):
                 source = getattr(layer.bn, key)
-                if source is not None:
+                if source is not None and isinstance(source.value, TensorRef):
+                    bn.setdefault("tensors", {})[key] = source.plain()
+                elif source is not None:
                     bn[key] = source.plain()
             entry["bn"] = bn
         entry["activation"] = layer.activation
@@ -659,4 +813,6 @@ def pipeline_to_plain(spec: PipelineSpec) -> dict[str, Any]:
     out: dict[str, Any] = {"layers": layers}
     if inp:
         out = {"input": inp, **out}
+    if spec.weights is not None:
+        out = {"weights": spec.weights.path, **out}
     return out
