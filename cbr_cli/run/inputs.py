@@ -6,8 +6,9 @@ They reproduce torchvision's evaluation transform ``Resize(256)`` + ``CenterCrop
 * ``resize: S`` -- the shorter side becomes ``S``, the longer ``int(S * long / short)``
   (:func:`cbr_cli.spec.pipeline_spec.resized_size`), bilinear with Pillow's antialiasing
   filter: the filter torchvision applies to PIL images.  torchvision resizes the 8-bit
-  image and rounds to whole grey levels; cbr resizes the float values, so the two differ
-  by at most half a grey level (0.5/255) per pixel, plus float32 rounding.
+  image, which Pillow rounds to whole grey levels after each of its two passes; cbr
+  resizes the float values, so the two differ by at most one grey level (1/255) per
+  pixel, plus float32 rounding (tests/run/test_inputs.py).
 * ``crop: [h, w]`` -- the centre ``h x w`` window, its top-left corner at
   ``round((H - h) / 2), round((W - w) / 2)`` (Python's ``round``, as torchvision); an image
   smaller than the crop is first padded with zeros on both sides, the odd pixel at the
