@@ -16,6 +16,7 @@ from tests.cli.wcli import (
     invoke,
     max_error_vs_torch,
     one_line_error,
+    stage_arrays,
 )
 from tests.io.weights_helpers import STATE_FILES, outputs
 
@@ -213,3 +214,31 @@ def test_weight_flag_errors_are_one_line(tmp_path, args, parts):
     result = invoke(["apply", image, *args, "-o", tmp_path / "out"])
     one_line_error(result, *parts)
     assert not (tmp_path / "out").exists()
+
+
+def test_bn_from_with_mode_batch_uses_the_batch_statistics_and_the_affine_tensors(tmp_path):
+    import numpy as np
+
+    from tests.io.weights_helpers import reference_state
+
+    copy_fixture("model.npz", tmp_path)
+    config = tmp_path / "net.yaml"
+    config.write_text(
+        "weights: model.npz\nlayers:\n  - name: a\n    conv: {from: conv1, stride: 2, padding: 3}"
+        "\n    bn: {from: bn1, mode: batch}\n"
+    )
+    data = apply_json([fixture_image(tmp_path), "-c", config, "-o", tmp_path / "out"])
+    stages = stage_arrays(data)
+    conv, bn = (stages[("a", s)].astype(np.float64) for s in ("conv", "bn"))
+    state = reference_state()
+    # Normalised by its own mean and biased variance, then bn1's affine: per channel, the
+    # output's mean is bn1.bias and its standard deviation |bn1.weight| * sqrt(var/(var+eps)).
+    var = conv.var(axis=(1, 2))
+    np.testing.assert_allclose(bn.mean(axis=(1, 2)), state["bn1.bias"], atol=1e-5)
+    expected_std = np.abs(state["bn1.weight"]) * np.sqrt(var / (var + 1e-5))
+    np.testing.assert_allclose(bn.std(axis=(1, 2)), expected_std, rtol=1e-4)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["pipeline"]["layers"][0]["bn"]["tensors"] == {
+        "weight": "bn1.weight",
+        "bias": "bn1.bias",
+    }
