@@ -41,8 +41,9 @@ def main() -> None:
 
     from cbr_cli import batch
     from cbr_cli.batch.dask_pool import DaskPool
+    from cbr_cli.batch.options import BatchOptions
     from cbr_cli.batch.pool import WorkerPool
-    from cbr_cli.batch.runner import BatchOptions, run_batch
+    from cbr_cli.batch.runner import run_batch
     from cbr_cli.run.apply import ApplyOptions
     from cbr_cli.spec.flags import LayerFlags, build_spec
 

@@ -70,7 +70,7 @@ from cbr_cli.core.moments import Moments
 from cbr_cli.errors import CbrError
 from cbr_cli.run.apply import ApplyOptions
 from cbr_cli.run.pipeline import run_layers
-from cbr_cli.spec.pipeline_spec import PipelineSpec
+from cbr_cli.spec.pipeline_types import PipelineSpec
 
 ProgressCallback = Callable[[Progress], None]
 

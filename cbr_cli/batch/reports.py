@@ -41,8 +41,8 @@ from cbr_cli.core.moments import Moments
 
 if TYPE_CHECKING:
     from cbr_cli.batch.discover import ImageJob
-    from cbr_cli.batch.runner import BatchOptions
-    from cbr_cli.spec.pipeline_spec import PipelineSpec
+    from cbr_cli.batch.options import BatchOptions
+    from cbr_cli.spec.pipeline_types import PipelineSpec
 
 STATS_COLUMNS = (
     "image", "layer", "stage", "channel", "label",

@@ -110,10 +110,10 @@ def load_marker(
 
     ``(marker, None)`` for a valid marker, ``(None, None)`` if there is none, and
     ``(None, warning)`` (one line naming the file) for a file that is not a marker as
-    cbr writes it (:func:`cbr_cli.batch.statefiles.check_marker`; ``fingerprint`` and
+    cbr writes it (:func:`cbr_cli.io.statefiles.check_marker`; ``fingerprint`` and
     ``stages`` as there): the image counts as unfinished.
     """
-    from cbr_cli.batch.statefiles import check_marker, load
+    from cbr_cli.io.statefiles import check_marker, load
 
     path = Path(folder) / MARKER
     data, problem = load(path)

@@ -40,7 +40,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ import numpy as np
 
 from cbr_cli.batch.dataset_bn import batch_bn_layers, dataset_bn_stats
 from cbr_cli.batch.discover import ImageJob, check_overlap, discover, plan_outputs
+from cbr_cli.batch.options import BatchOptions, BatchResult
 from cbr_cli.batch.pool import Progress, WorkerPool, resolve_jobs, state
 from cbr_cli.batch.resume import (
     digest,
@@ -63,47 +64,11 @@ from cbr_cli.errors import CbrError
 from cbr_cli.io.image_folder import ImageFolder, OutTree, find_recorded_folders
 from cbr_cli.run.apply import ApplyOptions, process_image
 from cbr_cli.run.pipeline import needs_whole_batch
-from cbr_cli.spec.pipeline_spec import PipelineSpec
+from cbr_cli.spec.pipeline_types import PipelineSpec
 
 BN_STATS_FILE = "bn_stats.json"
 
 BatchStats = dict[str, tuple[np.ndarray, np.ndarray]]
-
-
-@dataclass(frozen=True)
-class BatchOptions:
-    """How ``cbr batch`` runs; ``output`` holds the per-image options of ``cbr apply``."""
-
-    out_dir: str
-    recursive: bool = False
-    glob: str | None = None
-    jobs: int | None = None
-    force: bool = False
-    fail_fast: bool = False
-    prune: bool = False
-    output: ApplyOptions = field(default_factory=ApplyOptions)
-
-
-@dataclass
-class BatchResult:
-    """What a run did. ``status`` maps an image (relative path) to ``"processed"``,
-    ``"skipped"`` (finished by an earlier run), ``"failed"`` or ``"not run"`` (after
-    ``fail_fast`` stopped)."""
-
-    out_dir: str
-    status: dict[str, str]
-    failures: list[tuple[str, str]]
-    files: dict[str, str]
-    stopped: bool = False
-    warnings: list[str] = field(default_factory=list)
-    """One line each: state files in OUT that were not as cbr writes them (ignored)."""
-    orphans: list[str] = field(default_factory=list)
-    """Image folders (relative to OUT) of images no longer in IN (see :meth:`_Run.orphans`)."""
-    pruned: bool = False
-    """True if the ``orphans`` were removed (``prune``)."""
-
-    def count(self, status: str) -> int:
-        return sum(1 for s in self.status.values() if s == status)
 
 
 # -------------------------------------------------------------- worker side
@@ -253,7 +218,7 @@ class _Run:
     def calibrate(self, pool: WorkerPool[Any]) -> BatchStats | None:
         """Dataset-wide statistics of the batch-mode BN layers (cached in OUT)."""
         from cbr_cli import __version__
-        from cbr_cli.batch.statefiles import read_bn_cache
+        from cbr_cli.io.statefiles import read_bn_cache
         from cbr_cli.io.writers import write_json
 
         plain = self.spec.to_plain()

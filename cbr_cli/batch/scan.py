@@ -21,7 +21,7 @@ import numpy as np
 from cbr_cli.errors import CbrError
 from cbr_cli.run.apply import ApplyOptions, load_batch
 from cbr_cli.run.pipeline import BuiltLayer, build_layers, normalize_input
-from cbr_cli.spec.pipeline_spec import PipelineSpec
+from cbr_cli.spec.pipeline_types import PipelineSpec
 
 
 @dataclass
@@ -45,7 +45,9 @@ class RunSetup:
 
     def load(self, path: str) -> np.ndarray:
         """The pipeline's input for one image: (1, C, H, W) float32, normalised."""
-        pixels, _ = load_batch([path], self.color or self.spec.input.color, self.options.resize)
+        pixels, _ = load_batch(
+            [path], self.color or self.spec.input.color, self.options.resize, self.spec.input
+        )
         return normalize_input(pixels[0][None], self.spec.input)
 
 

@@ -51,6 +51,10 @@ from cbr_cli.cli import batch as cli_batch  # noqa: E402  (registers `batch` and
 
 cli_batch.register(app)
 
+from cbr_cli.cli import weights as cli_weights  # noqa: E402  (registers `weights` on `app`)
+
+cli_weights.register(app)
+
 
 def _only(name: str) -> typer.Typer:
     """``app`` with just the command ``name`` (or all of them if there is no such command).

@@ -72,6 +72,8 @@ def _print_apply(result: object, json_output: bool) -> None:
     from cbr_cli.io.writers import to_jsonable
 
     data = result.to_dict()  # type: ignore[attr-defined]
+    for note in data["notes"]:  # a model's chain, the weight file's conversions
+        sys.stderr.write(f"note: {note}\n")
     for warning in data["warnings"]:  # as `cbr shape` says them; stderr, also with --json
         sys.stderr.write(f"warning: {warning}\n")
     if json_output:

@@ -16,7 +16,7 @@ from cbr_cli.cli.common import run
 
 if TYPE_CHECKING:
     from cbr_cli.batch.calibrate import CalibrateResult
-    from cbr_cli.batch.runner import BatchResult
+    from cbr_cli.batch.options import BatchResult
     from cbr_cli.spec.flags import LayerFlags
 
 FOLDER = "Folder"
@@ -109,7 +109,8 @@ def batch(
     def body() -> "BatchResult":
         from rich.console import Console
 
-        from cbr_cli.batch.runner import BatchOptions, run_batch
+        from cbr_cli.batch.options import BatchOptions
+        from cbr_cli.batch.runner import run_batch
         from cbr_cli.cli.progress import ProgressDisplay
         from cbr_cli.spec.flags import build_spec
 

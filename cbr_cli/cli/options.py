@@ -115,6 +115,55 @@ Color = Annotated[
     Optional[str],
     typer.Option(help="Read images as gray or rgb (default: as stored)."),
 ]
+Preset = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Input preprocessing: imagenet (RGB, torchvision's mean/std), imagenet-eval "
+        "(+ Resize(256), CenterCrop(224)) or minus1to1 (x*2-1). Sets input.preset.",
+    ),
+]
+WEIGHTS = "Weights of a real model (see `cbr weights FILE`)"
+WeightsFile = Annotated[
+    Optional[str],
+    typer.Option(
+        "--weights",
+        metavar="FILE",
+        help="State_dict (.safetensors, .npz, .pt/.pth/.bin) or model file the layers' "
+        "tensors come from; with -c it replaces the config's weights:.",
+        rich_help_panel=WEIGHTS,
+    ),
+]
+Layers = Annotated[
+    Optional[str],
+    typer.Option(
+        "--layers",
+        metavar="CONV+BN,...",
+        help="Blocks of --weights to run, e.g. conv1+bn1,layer1.0.conv1+layer1.0.bn1 (conv "
+        "tensors from the name before '+', BN's after it); the layer flags apply to every "
+        "block.",
+        rich_help_panel=WEIGHTS,
+    ),
+]
+Model = Annotated[
+    Optional[str],
+    typer.Option(
+        "--model",
+        metavar="FILE",
+        help="ONNX (.onnx) or Keras (.keras/.h5) model: run its leading Conv -> BN -> "
+        "activation chain with the graph's geometry (instead of -c and layer flags).",
+        rich_help_panel=WEIGHTS,
+    ),
+]
+Until = Annotated[
+    Optional[str],
+    typer.Option(
+        "--until",
+        metavar="NODE",
+        help="With --model: stop the chain after this node (ONNX node/output name, Keras "
+        "layer name).",
+        rich_help_panel=WEIGHTS,
+    ),
+]
 
 
 LAYER_FLAGS = {
@@ -135,6 +184,11 @@ LAYER_FLAGS = {
     "activation": Activation,
     "negative_slope": NegativeSlope,
     "color": Color,
+    "preset": Preset,
+    "weights": WeightsFile,
+    "layers": Layers,
+    "model": Model,
+    "until": Until,
 }
 """The flags that describe one layer, by :class:`~cbr_cli.spec.flags.LayerFlags` field."""
 

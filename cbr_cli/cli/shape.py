@@ -79,27 +79,47 @@ def _shape(
     json_output: bool,
     flags: "LayerFlags",
 ) -> None:
+    from dataclasses import replace
+
     from cbr_cli.errors import CbrError
     from cbr_cli.spec.flags import build_spec
     from cbr_cli.spec.layerstack import analyze, parse_input_size
 
-    if (input_size is None) == (image is None):
+    if input_size is not None and image is not None:
         raise CbrError("give the input size with either --input CxHxW or --image FILE")
     spec = build_spec(config, flags)
+    declared = spec.weights.input_shape if spec.weights is not None else None
     if image is not None:
         from cbr_cli.io.images import read_image_size
 
         input_shape = read_image_size(image, spec.input.color)  # type: ignore[arg-type]
+    elif input_size is not None:
+        input_shape = parse_input_size(input_size, spec.input.color)
+    elif declared is not None:  # --model: the graph's declared input
+        input_shape = declared
+        spec = replace(
+            spec,
+            notes=(
+                *spec.notes,
+                f"input {'x'.join(map(str, declared))} as the "
+                f"model declares it (--input or --image for another)",
+            ),
+        )
     else:
-        input_shape = parse_input_size(input_size, spec.input.color)  # type: ignore[arg-type]
+        raise CbrError("give the input size with either --input CxHxW or --image FILE")
+    # The image's size before input.resize/crop (as `cbr apply` prepares it).
+    input_shape = (input_shape[0], *spec.input.prepared_size(*input_shape[1:]))
     result = analyze(spec, input_shape)
 
+    for note in spec.notes:
+        sys.stderr.write(f"note: {note}\n")
     for warning in result.warnings:
         sys.stderr.write(f"warning: {warning.message}\n")
     if json_output:
         import json
 
-        sys.stdout.write(json.dumps(result.to_plain(), indent=2) + "\n")
+        plain = {**result.to_plain(), "notes": list(spec.notes)}
+        sys.stdout.write(json.dumps(plain, indent=2) + "\n")
         return
     from rich.console import Console
 

@@ -275,8 +275,8 @@ class ImageFolder:
 
     def _read(self, name: str) -> Any:
         """The JSON object of the state file ``name`` here, or None (missing, a link, a
-        FIFO, too big, not JSON: :func:`cbr_cli.batch.statefiles.load`)."""
-        from cbr_cli.batch.statefiles import load
+        FIFO, too big, not JSON: :func:`cbr_cli.io.statefiles.load`)."""
+        from cbr_cli.io.statefiles import load
 
         self.tree.folder(self.rel)  # no link on the way
         return load(self.path / name)[0]

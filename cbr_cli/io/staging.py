@@ -57,7 +57,7 @@ def _image_file(rel: object) -> PurePosixPath | None:
 
 def _recorded_files(tree: OutTree) -> list[PurePosixPath]:
     """The files ``OUT/manifest.json`` records (none if it is missing or foreign)."""
-    from cbr_cli.batch.statefiles import load
+    from cbr_cli.io.statefiles import load
 
     data, _ = load(tree.root / MANIFEST)  # a link, FIFO or huge file records nothing
     files = data.get("files") if isinstance(data, dict) else None
@@ -138,7 +138,7 @@ def roll_forward(tree: OutTree, staging: Path) -> None:
     CbrError
         A rename or removal failed; running cbr again completes the commit.
     """
-    from cbr_cli.batch.statefiles import load
+    from cbr_cli.io.statefiles import load
 
     journal, _ = load(staging / JOURNAL)
     moves = journal.get("move") if isinstance(journal, dict) else None

@@ -45,7 +45,7 @@ from cbr_cli.run.pipeline import (
     normalize_input,
     run_layers,
 )
-from cbr_cli.spec.pipeline_spec import PipelineSpec
+from cbr_cli.spec.pipeline_types import InputSpec, PipelineSpec
 
 if TYPE_CHECKING:
     from cbr_cli.io.image_folder import ImageFolder, OutTree
@@ -120,12 +120,15 @@ class ApplyResult:
     timings: dict[str, float]
     warnings: list[str] = field(default_factory=list)
     """One line each: where the run departs from PyTorch or ignores input (as `cbr shape`)."""
+    notes: list[str] = field(default_factory=list)
+    """One line each: the weight file's conversions, where a model's chain stopped, ..."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "images": [i.to_dict() for i in self.images],
             "manifest": self.manifest,
             "warnings": self.warnings,
+            "notes": self.notes,
         }
 
 
@@ -200,12 +203,16 @@ def check_memory(stack: StackResult | None, shape: tuple[int, int, int], images:
 
 
 def load_batch(
-    paths: Sequence[str], color: str | None, resize: tuple[int, int] | None
+    paths: Sequence[str],
+    color: str | None,
+    resize: tuple[int, int] | None,
+    inputs: InputSpec | None = None,
 ) -> tuple[np.ndarray | list[np.ndarray], list[dict[str, Any]]]:
     """Decode images; returns pixel arrays (C, H, W) and a description of each source.
 
     Without an explicit colour, a mix of gray and RGB images is promoted to RGB (a gray
-    image's channel is repeated), so every image feeds the same first layer.
+    image's channel is repeated), so every image feeds the same first layer. ``inputs``'
+    ``resize``/``crop`` (:mod:`cbr_cli.run.inputs`) apply after ``resize`` (``--resize``).
     """
     from cbr_cli.io.images import load_image
 
@@ -215,6 +222,10 @@ def load_batch(
         pixels = [np.repeat(p, 3, axis=0) if p.shape[0] == 1 else p for p in pixels]
     if resize is not None:
         pixels = [_resize(p, resize) for p in pixels]
+    if inputs is not None and (inputs.resize is not None or inputs.crop is not None):
+        from cbr_cli.run.inputs import prepare
+
+        pixels = [prepare(p, inputs, path) for p, path in zip(pixels, paths, strict=True)]
     sources = [
         {
             "format": im.format,
@@ -290,7 +301,7 @@ def run_apply(
     tree = OutTree(options.out_dir)
     _check_paths(paths, tree, names)
     start = time.perf_counter()
-    pixels, sources = load_batch(paths, spec.input.color, options.resize)
+    pixels, sources = load_batch(paths, spec.input.color, options.resize, spec.input)
     timings["load"] += time.perf_counter() - start
 
     if needs_whole_batch(spec) and len(pixels) > 1:
@@ -321,7 +332,8 @@ def run_apply(
         for shape, stack in stacks.items()
         if stack is not None
     }
-    run = _StagedRun(tree, spec, options, timings, paths, names, sources)
+    notes = run_notes(spec)
+    run = _StagedRun(tree, spec, options, timings, paths, names, sources, notes)
     created = tree.create_root()
     try:
         with out_lock(tree.root, "--out"):
@@ -331,7 +343,8 @@ def run_apply(
             with contextlib.suppress(OSError):
                 os.rmdir(folder)
         raise
-    return ApplyResult(records, str(Path(options.out_dir) / "manifest.json"), timings, warnings)
+    manifest_path = str(Path(options.out_dir) / "manifest.json")
+    return ApplyResult(records, manifest_path, timings, warnings, notes)
 
 
 @dataclass
@@ -345,6 +358,7 @@ class _StagedRun:
     paths: Sequence[str]
     names: Sequence[str]
     sources: Sequence[dict[str, Any]]
+    notes: list[str]
 
     def run(
         self,
@@ -391,12 +405,20 @@ class _StagedRun:
                     del results
             start = time.perf_counter()
             data = manifest(self.spec, records, self.options)
-            staging.commit({**data, "geometry": geometry}, written)
+            staging.commit({**data, "geometry": geometry, "notes": self.notes}, written)
             timings["write"] += time.perf_counter() - start
         except BaseException:
             staging.discard()
             raise
         return records
+
+
+def run_notes(spec: PipelineSpec) -> list[str]:
+    """The spec's notes, then the weight file's (conversions made reading its tensors)."""
+    notes = list(spec.notes)
+    if spec.weights is not None:
+        notes += [f"{spec.weights.display}: {note}" for note in spec.weights.notes]
+    return list(dict.fromkeys(notes))
 
 
 def process_image(
@@ -433,7 +455,7 @@ def process_image(
     for phase in ("load", "compute", "stats", "render", "write"):
         timings.setdefault(phase, 0.0)
     start = time.perf_counter()
-    pixels, sources = load_batch([path], color or spec.input.color, options.resize)
+    pixels, sources = load_batch([path], color or spec.input.color, options.resize, spec.input)
     timings["load"] += time.perf_counter() - start
     image = pixels[0]
     start = time.perf_counter()

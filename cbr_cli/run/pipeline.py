@@ -5,6 +5,8 @@ No printing.
 Weights are materialised here, once the input channel count is known:
 
 * ``weight: file.npy`` — loaded and checked against ``(out_channels, in_channels/groups, kH, kW)``.
+* ``from:``/``tensors:`` — the weight file's tensors (checked against the same shape from
+  its header; float64 ones are rounded to float32, the engine's dtype).
 * ``kernels: [...]`` — output channel ``o`` applies kernel ``o`` to the **mean** of the input
   channels of its group (``weight[o, c] = kernel_o / (in_channels/groups)``), so a kernel's
   response on an RGB image equals its response on the image's channel average.
@@ -23,7 +25,8 @@ import numpy as np
 from cbr_cli.core import ops
 from cbr_cli.errors import CbrError
 from cbr_cli.io.npyfiles import load_npy
-from cbr_cli.spec.pipeline_spec import ConvSpec, InputSpec, LayerSpec, ParamSource, PipelineSpec
+from cbr_cli.spec.pipeline_types import ConvSpec, InputSpec, LayerSpec, ParamSource, PipelineSpec
+from cbr_cli.spec.weights_source import TensorRef
 
 STAGES = ("conv", "bn", "act")
 
@@ -31,7 +34,9 @@ STAGES = ("conv", "bn", "act")
 def resolve_param(source: ParamSource, channels: int, name: str) -> np.ndarray:
     """A per-channel float32 vector of length ``channels`` from a scalar, list or .npy."""
     source.check(channels, name)
-    if isinstance(source.value, str):
+    if isinstance(source.value, TensorRef):
+        values = source.value.file.array(source.value.name).astype(np.float32)
+    elif isinstance(source.value, str):
         values = load_npy(source.value, source.where, shape=(channels,)).astype(np.float32)
     elif isinstance(source.value, tuple):
         values = np.asarray(source.value, dtype=np.float32)
@@ -61,7 +66,9 @@ def conv_weight(conv: ConvSpec, in_channels: int) -> tuple[np.ndarray, np.ndarra
     shape = conv.check_weight_file(in_channels)
     fan_in = per_group * conv.kernel_size[0] * conv.kernel_size[1]
     rng = None
-    if conv.weight is not None:
+    if isinstance(conv.weight, TensorRef):  # shape checked against the file's header
+        weight = conv.weight.file.array(conv.weight.name).astype(np.float32)
+    elif conv.weight is not None:
         weight = load_npy(conv.weight, conv.where["weight"], shape=shape).astype(np.float32)
     elif conv.kernels is not None:
         from cbr_cli.core.kernels import stack_kernels

@@ -19,6 +19,15 @@ Rules (documented in ``cbr apply --help`` and the README):
   ``out_channels``/``kernel_size`` that came from it; an ``--activation`` other than
   leaky_relu drops the config's ``negative_slope``.
 * ``--bn off`` with ``--eps`` or ``--momentum`` is an error (they would do nothing).
+* ``--weights FILE --layers conv1+bn1,layer1.0.conv1+layer1.0.bn1``: one layer per
+  comma-separated block, its conv's tensors ``from`` the name before ``+`` and its BN's
+  (running statistics unless ``--bn batch``) from the one after (no ``+``: no BN); the
+  layer flags (``--stride``, ``--padding``, ``--activation``, ...) apply to every block.
+  With ``-c``, ``--weights`` replaces the config's ``weights:``.
+* ``--model FILE`` (ONNX/Keras): the model's leading chain is the pipeline
+  (:func:`model_spec`); ``--until NODE`` stops it after a node. Only ``--color`` and
+  ``--preset`` may be given with it.
+* ``--preset NAME`` sets ``input.preset`` (``imagenet``, ...) for any pipeline.
 """
 
 from __future__ import annotations
@@ -30,7 +39,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from cbr_cli.errors import CbrError
-from cbr_cli.spec.pipeline_spec import PipelineSpec, parse_pipeline
+from cbr_cli.spec.pipeline_spec import parse_pipeline
+from cbr_cli.spec.pipeline_types import PipelineSpec
 from cbr_cli.spec.yaml_reader import Value, from_flag, load_yaml
 
 DEMO_KERNELS = "demo"
@@ -58,14 +68,23 @@ class LayerFlags:
     activation: str | None = None
     negative_slope: str | None = None
     color: str | None = None
+    preset: str | None = None
+    weights: str | None = None
+    layers: str | None = None
+    model: str | None = None
+    until: str | None = None
 
     def given(self) -> list[str]:
         """Flag names (``--stride``) of the layer flags that were given."""
         return [
             "--" + name.replace("_", "-")
             for name, value in vars(self).items()
-            if value is not None and name != "color"
+            if value is not None and name not in NOT_LAYER_FLAGS
         ]
+
+
+NOT_LAYER_FLAGS = ("color", "preset", "weights", "layers", "model", "until")
+"""Fields of :class:`LayerFlags` that describe the input or the weights, not one layer."""
 
 
 def _pair_text(text: str, flag: str) -> Value:
@@ -163,29 +182,116 @@ def _layer_values(flags: LayerFlags, defaults_for_new: bool) -> dict[str, Value]
 
 def build_spec(config: str | os.PathLike[str] | None, flags: LayerFlags) -> PipelineSpec:
     """The pipeline from ``-c FILE`` and/or layer flags (see the module docstring)."""
+    if flags.model is not None:
+        return _model_spec(config, flags)
+    if flags.until is not None:
+        raise CbrError("--until: only with --model (it stops a model's chain after a node)")
+    if flags.layers is not None:
+        if config is not None:
+            raise CbrError(f"--layers: not with -c (the layers are those of {os.fspath(config)})")
+        if flags.weights is None:
+            raise CbrError("--layers: give --weights FILE too (the file the tensors are in)")
+        return _weights_spec(flags)
     if config is None:
+        if flags.weights is not None:
+            raise CbrError(
+                "--weights: say which tensors to run with --layers conv1+bn1,... "
+                f"(`cbr weights {flags.weights}` lists the blocks it finds)"
+            )
         layer = _layer_values(flags, defaults_for_new=True)
         top = {"layers": Value([Value(layer, "flags", "layers[0]", os.getcwd())], "flags")}
-        if flags.color is not None:
-            top["input"] = Value({"color": from_flag(flags.color, "--color")}, "--color")
-        return parse_pipeline(Value(top, "flags", "", os.getcwd()), "flags")
+        root = Value(top, "flags", "", os.getcwd())
+        input_flags(root, flags)
+        return parse_pipeline(root, "flags")
 
     root = load_yaml(config)
+    if flags.weights is not None and isinstance(root.data, dict):
+        root.data["weights"] = from_flag(flags.weights, "--weights")
     given = flags.given()
-    if given or flags.color is not None:
+    input_flags(root, flags)
+    if given:
         _override(root, flags, given, os.fspath(config))
     return parse_pipeline(root, os.fspath(config))
+
+
+def input_flags(root: Value, flags: LayerFlags) -> None:
+    """``--color`` and ``--preset`` into the ``input:`` of ``root`` (a pipeline mapping)."""
+    if not isinstance(root.data, dict):
+        return  # parse_pipeline reports the shape error
+    for key in ("preset", "color"):
+        value = getattr(flags, key)
+        if value is None:
+            continue
+        inp = root.data.get("input")
+        if inp is None or not isinstance(inp.data, dict):
+            inp = Value({}, f"--{key}", "input", os.getcwd())
+            root.data["input"] = inp
+        inp.data[key] = from_flag(value, f"--{key}")
+
+
+def _blocks(text: str) -> list[tuple[str, str | None]]:
+    """``conv1+bn1,conv2`` -> ``[("conv1", "bn1"), ("conv2", None)]``."""
+    blocks = []
+    for item in text.split(","):
+        parts = [p.strip() for p in item.split("+")]
+        if not 1 <= len(parts) <= 2 or not all(parts):
+            shown = repr(text) if len(text) <= 60 else f"{text[:40]!r}... ({len(text)} characters)"
+            raise CbrError(
+                "--layers: expected CONV+BN blocks separated by commas, e.g. "
+                f"conv1+bn1,layer1.0.conv1+layer1.0.bn1 (got {shown})"
+            )
+        blocks.append((parts[0], parts[1] if len(parts) == 2 else None))
+    return blocks
+
+
+def _weights_spec(flags: LayerFlags) -> PipelineSpec:
+    """``--weights FILE --layers conv1+bn1,...``: one layer per block, the layer flags for all."""
+    if flags.kernel:
+        raise CbrError("--kernel: not with --layers (the weights come from --weights)")
+    cwd = os.getcwd()
+    layers = []
+    for index, (conv, bn) in enumerate(_blocks(flags.layers or "")):
+        values = _layer_values(flags, defaults_for_new=False)
+        values["name"] = from_flag(re.sub(r"[^A-Za-z0-9_.-]", "_", conv).lstrip(".-"), "--layers")
+        values["conv"].data["from"] = from_flag(conv, "--layers")
+        if bn is not None:
+            bn_value = values.get("bn") or Value({}, "--layers", "bn", cwd)
+            if not isinstance(bn_value.data, dict):
+                raise CbrError(f"--bn off: --layers names a BN ({bn!r}); drop it or the flag")
+            bn_value.data["from"] = from_flag(bn, "--layers")
+            values["bn"] = bn_value
+        layers.append(Value(values, "--layers", f"layers[{index}]", cwd))
+    top = {
+        "weights": from_flag(flags.weights, "--weights"),
+        "layers": Value(layers, "--layers", "layers", cwd),
+    }
+    root = Value(top, "flags", "", cwd)
+    input_flags(root, flags)
+    return parse_pipeline(root, "flags")
+
+
+def _model_spec(config: str | os.PathLike[str] | None, flags: LayerFlags) -> PipelineSpec:
+    """``--model FILE`` (:mod:`cbr_cli.spec.model_spec`): only --color/--preset besides."""
+    display = flags.model or ""
+    hint = f"`cbr weights {display} --yaml` writes the model's pipeline as a YAML to edit"
+    if config is not None:
+        raise CbrError(f"--model: not with -c (the model's graph is the pipeline; {hint})")
+    for flag, value in (("--weights", flags.weights), ("--layers", flags.layers)):
+        if value is not None:
+            raise CbrError(f"{flag}: not with --model (the model file holds the weights)")
+    given = flags.given()
+    if given:
+        raise CbrError(f"{given[0]}: not with --model (the graph gives the layers; {hint})")
+    from cbr_cli.spec.model_spec import model_tree
+
+    root, weights, notes = model_tree(display, flags.until)
+    input_flags(root, flags)
+    return parse_pipeline(root, display, weights, notes)
 
 
 def _override(root: Value, flags: LayerFlags, given: list[str], name: str) -> None:
     if not isinstance(root.data, dict):
         return  # parse_pipeline reports the shape error
-    if flags.color is not None:
-        inp = root.data.get("input")
-        if inp is None or not isinstance(inp.data, dict):
-            inp = Value({}, "--color", "input", os.getcwd())
-            root.data["input"] = inp
-        inp.data["color"] = from_flag(flags.color, "--color")
     if not given:
         return
     layers = root.data.get("layers")

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 from cbr_cli.core.shapes import AxisGeometry, ConvGeometry, ReceptiveField, conv2d_geometry
 from cbr_cli.errors import CbrError
-from cbr_cli.spec.pipeline_spec import ConvSpec, LayerSpec, ParamSource, PipelineSpec
+from cbr_cli.spec.pipeline_types import ConvSpec, LayerSpec, ParamSource, PipelineSpec
 
 BYTES_PER_VALUE = 4  # float32
 WARNING_KINDS = ("stride_drop", "asymmetric_padding", "same_strided", "bn_single_value")

@@ -13,8 +13,9 @@ distributed = pytest.importorskip("distributed")
 
 from cbr_cli.batch import runner as batch  # noqa: E402
 from cbr_cli.batch.dask_pool import DaskPool, _probe, parse_address  # noqa: E402
+from cbr_cli.batch.options import BatchOptions  # noqa: E402
 from cbr_cli.batch.pool import WorkerPool, state  # noqa: E402
-from cbr_cli.batch.runner import BatchOptions, run_batch  # noqa: E402
+from cbr_cli.batch.runner import run_batch  # noqa: E402
 from cbr_cli.errors import CbrError  # noqa: E402
 from cbr_cli.run.apply import ApplyOptions  # noqa: E402
 from cbr_cli.spec.flags import LayerFlags, build_spec  # noqa: E402

@@ -1,0 +1,1 @@
+"""Tests of cbr_cli.cli: commands end to end (typer.testing.CliRunner)."""

@@ -170,7 +170,7 @@ def test_conv_bn_relu_block_golden() -> None:
 def test_conv_bn_relu_block_golden_through_the_pipeline() -> None:
     """The path `cbr apply` runs (pipeline.run_layers: BN mode batch) gives torch's numbers."""
     from cbr_cli.run.pipeline import BuiltLayer, run_layers
-    from cbr_cli.spec.pipeline_spec import BNSpec, ConvSpec, LayerSpec
+    from cbr_cli.spec.pipeline_types import BNSpec, ConvSpec, LayerSpec
 
     name = "block_conv_bn_relu"
     params = CASES[name]["params"]

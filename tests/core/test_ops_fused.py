@@ -448,7 +448,7 @@ def test_read_only_running_stats_are_refused_before_anything_runs() -> None:
 
 
 def _layer(mode: str, activation: str = "leaky_relu", name: str = "block"):
-    from cbr_cli.spec.pipeline_spec import BNSpec, ConvSpec, LayerSpec
+    from cbr_cli.spec.pipeline_types import BNSpec, ConvSpec, LayerSpec
 
     conv = ConvSpec(out_channels=4, kernel_size=(3, 3), padding=(1, 1), padding_mode="reflect")
     return LayerSpec(name, conv, BNSpec(mode=mode), activation, negative_slope=0.2)

@@ -29,7 +29,8 @@ from typer.testing import CliRunner
 from cbr_cli.cli.app import app
 from cbr_cli.errors import CbrError
 from cbr_cli.spec.flags import LayerFlags, build_spec
-from cbr_cli.spec.pipeline_spec import MAX_CHANNELS, MAX_SIDE, PipelineSpec, parse_pipeline
+from cbr_cli.spec.pipeline_spec import parse_pipeline
+from cbr_cli.spec.pipeline_types import MAX_CHANNELS, MAX_SIDE, PipelineSpec
 from cbr_cli.spec.yaml_reader import MAX_DEPTH, MAX_VALUES, Value, from_plain, load_yaml
 
 runner = CliRunner()
@@ -607,7 +608,7 @@ def test_npy_data_beyond_the_checked_shape_is_not_read(workdir: Path, monkeypatc
     # past the header-only check that normally catches it first).
     write_npy(workdir / "m.npy", np.zeros(1_000_000, np.float32))
     from cbr_cli.run.pipeline import resolve_param
-    from cbr_cli.spec.pipeline_spec import ParamSource
+    from cbr_cli.spec.pipeline_types import ParamSource
 
     source = ParamSource(str(workdir / "m.npy"), "here")
     monkeypatch.setattr(ParamSource, "check", lambda self, channels, what: None)

@@ -29,14 +29,8 @@ from cbr_cli.core import ops
 from cbr_cli.core.shapes import PADDING_MODES, ReceptiveField, conv2d_geometry
 from cbr_cli.errors import CbrError
 from cbr_cli.spec.layerstack import WARNING_KINDS, analyze, parse_input_size
-from cbr_cli.spec.pipeline_spec import (
-    BNSpec,
-    ConvSpec,
-    InputSpec,
-    LayerSpec,
-    PipelineSpec,
-    parse_pipeline,
-)
+from cbr_cli.spec.pipeline_spec import parse_pipeline
+from cbr_cli.spec.pipeline_types import BNSpec, ConvSpec, InputSpec, LayerSpec, PipelineSpec
 from cbr_cli.spec.yaml_reader import from_plain
 from tests.helpers import REPO, run_python
 

@@ -20,8 +20,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cbr_cli.batch.resume import MARKER
-from cbr_cli.batch.statefiles import MAX_STATE_BYTES
 from cbr_cli.cli.app import app
+from cbr_cli.io.statefiles import MAX_STATE_BYTES
 
 runner = CliRunner()
 
