@@ -54,7 +54,10 @@ def apply(
 
     def body() -> None:
         from cbr_cli.run.apply import run_apply
+        from cbr_cli.run.memory import steady_allocator
         from cbr_cli.spec.flags import build_spec
+
+        steady_allocator()  # the peak RSS stays what the memory check counts
 
         spec = build_spec(config, flags)
         options = opt.output_options(out, colormap, normalize, save_npy, channel_pngs, resize)
