@@ -346,8 +346,14 @@ def test_without_json_the_tables_go_to_stdout(tmp_path: Path) -> None:
     result = cbr("apply", image, "-o", tmp_path / "out", "-k", "sobel_x", "--no-channel-pngs")
     ok(result)
     assert result.stderr == ""
-    assert "img · layer1 · bn · 1x10x10" in result.stdout
-    assert "0:sobel_x" in result.stdout
+    assert "img · statistics per stage" in result.stdout  # one summary table per image
+    assert "0:sobel_x" not in result.stdout
+    verbose = cbr(
+        "apply", image, "-o", tmp_path / "out", "-k", "sobel_x", "--no-channel-pngs", "-v"
+    )
+    ok(verbose)
+    assert "img · layer1 · bn · 1x10x10" in verbose.stdout  # a table per stage with -v
+    assert "0:sobel_x" in verbose.stdout
     # rich wraps the last line at 80 columns when stdout is not a terminal: compare words.
     last = " ".join(result.stdout.split()[-6:])
     assert last == f"wrote 1 image folder(s) and {tmp_path / 'out' / 'manifest.json'}"

@@ -43,6 +43,15 @@ def apply(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print statistics and written paths as JSON on stdout.")
     ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Print a statistics table per stage with a row per channel (default: one "
+            "summary table per image, a row per stage).",
+        ),
+    ] = False,
     *,
     flags: "LayerFlags",  # the layer flags, gathered by with_layer_flags
 ) -> None:
@@ -61,17 +70,18 @@ def apply(
 
         spec = build_spec(config, flags)
         options = opt.output_options(out, colormap, normalize, save_npy, channel_pngs, resize)
-        _print_apply(run_apply([str(p) for p in images], spec, options), json_output)
+        _print_apply(run_apply([str(p) for p in images], spec, options), json_output, verbose)
 
     _run(body)
 
 
-def _print_apply(result: object, json_output: bool) -> None:
+def _print_apply(result: object, json_output: bool, verbose: bool = False) -> None:
     import json
+    import os
 
     from rich.console import Console
 
-    from cbr_cli.cli.stats_tables import stats_tables
+    from cbr_cli.cli.stats_tables import stats_tables, summary_table
     from cbr_cli.io.writers import to_jsonable
 
     data = result.to_dict()  # type: ignore[attr-defined]
@@ -84,9 +94,11 @@ def _print_apply(result: object, json_output: bool) -> None:
             return
     else:
         console = Console()
-        if not console.is_terminal:  # piped: no terminal width to fit, do not cut numbers
-            console = Console(width=WIDE)
+        if not console.is_terminal and "COLUMNS" not in os.environ:
+            console = Console(width=WIDE)  # piped: no terminal width to fit (COLUMNS wins)
+    width = console.width
     for image in data["images"]:
-        for table in stats_tables(image):
+        tables = stats_tables(image, width=width) if verbose else [summary_table(image, width)]
+        for table in tables:
             console.print(table)
     console.print(f"wrote {len(data['images'])} image folder(s) and {data['manifest']}")
