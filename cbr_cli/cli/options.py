@@ -38,8 +38,20 @@ Kernel = Annotated[
     typer.Option(
         "--kernel",
         "-k",
-        help="Built-in kernel or set (repeatable; see `cbr kernels`), or one .npy weight "
-        "file of shape (out, in/groups, kH, kW). Default: the 'demo' set.",
+        help="Built-in kernel or set (repeatable; see `cbr kernels`); an inline kernel as "
+        "ImageMagick writes it, WxH: then the values row by row ('3x3:-1,0,1,-2,0,2,-1,0,1'; "
+        "width first, unlike --kernel-size), or just an odd-square list of values; or one "
+        ".npy weight file of shape (out, in/groups, kH, kW). Default: the 'demo' set.",
+        rich_help_panel=CONV,
+    ),
+]
+Flip = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--flip/--no-flip",
+        help="Flip every kernel 180° first: a true convolution, as SciPy's convolve and "
+        "ImageMagick's Convolve. Default off: PyTorch's conv2d is a cross-correlation "
+        "(the kernel as given, not flipped). Recorded in the manifest.",
         rich_help_panel=CONV,
     ),
 ]
@@ -127,6 +139,7 @@ LAYER_FLAGS = {
     "dilation": Dilation,
     "groups": Groups,
     "bias": Bias,
+    "flip": Flip,
     "init": Init,
     "seed": Seed,
     "bn": BNMode,

@@ -267,11 +267,11 @@ def _signed(spec: PipelineSpec, result: StageResult) -> bool:
 def _labels(spec: PipelineSpec, layer_name: str, channels: int) -> list[str]:
     layer = next(layer for layer in spec.layers if layer.name == layer_name)
     if layer.conv.kernels is not None:
-        from cbr_cli.core.kernels import expand_names
+        from cbr_cli.core.kernels import expand_names, kernel_label
 
         names = expand_names(list(layer.conv.kernels))
         if len(names) == channels:
-            return [f"{i}:{name}" for i, name in enumerate(names)]
+            return [f"{i}:{kernel_label(name)}" for i, name in enumerate(names)]
     return [f"c{i}" for i in range(channels)]
 
 
