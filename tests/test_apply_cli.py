@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from typer.main import get_command
 from typer.testing import CliRunner
 
 from cbr_cli import ops
@@ -756,16 +755,7 @@ def test_kernels_unknown_name_suggests() -> None:
 # ------------------------------------------------------------------------ help
 
 
-def test_every_command_has_help_text() -> None:
-    group = get_command(app)
-    assert group.help
-    commands = group.commands  # type: ignore[attr-defined]
-    assert {"apply", "kernels"} <= set(commands)
-    for name, command in commands.items():
-        assert (command.help or "").strip(), f"cbr {name} has no help text"
-        for param in command.params:
-            if param.param_type_name == "option" and param.name != "help":
-                assert (getattr(param, "help", None) or "").strip(), f"cbr {name} {param.name}"
+# test_every_command_has_help_text: tests/cli/test_habits.py (invokes -h and --help)
 
 
 @pytest.mark.parametrize(
