@@ -43,6 +43,15 @@ def apply(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print statistics and written paths as JSON on stdout.")
     ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Print a statistics table per stage with a row per channel (default: one "
+            "summary table per image, a row per stage).",
+        ),
+    ] = False,
     *,
     flags: "LayerFlags",  # the layer flags, gathered by with_layer_flags
 ) -> None:
@@ -53,22 +62,33 @@ def apply(
     """
 
     def body() -> None:
+        from cbr_cli.errors import CbrError
         from cbr_cli.run.apply import run_apply
+        from cbr_cli.run.memory import steady_allocator
         from cbr_cli.spec.flags import build_spec
+
+        folders = [p for p in images if p.is_dir()]
+        if folders:
+            raise CbrError(
+                f"cannot read image '{folders[0]}': is a directory; for a folder of images "
+                f"use `cbr batch {folders[0]} -o OUT`"
+            )
+        steady_allocator()  # the peak RSS stays what the memory check counts
 
         spec = build_spec(config, flags)
         options = opt.output_options(out, colormap, normalize, save_npy, channel_pngs, resize)
-        _print_apply(run_apply([str(p) for p in images], spec, options), json_output)
+        _print_apply(run_apply([str(p) for p in images], spec, options), json_output, verbose)
 
     _run(body)
 
 
-def _print_apply(result: object, json_output: bool) -> None:
+def _print_apply(result: object, json_output: bool, verbose: bool = False) -> None:
     import json
+    import os
 
     from rich.console import Console
 
-    from cbr_cli.cli.stats_tables import stats_tables
+    from cbr_cli.cli.stats_tables import stats_tables, summary_table
     from cbr_cli.io.writers import to_jsonable
 
     data = result.to_dict()  # type: ignore[attr-defined]
@@ -83,9 +103,11 @@ def _print_apply(result: object, json_output: bool) -> None:
             return
     else:
         console = Console()
-        if not console.is_terminal:  # piped: no terminal width to fit, do not cut numbers
-            console = Console(width=WIDE)
+        if not console.is_terminal and "COLUMNS" not in os.environ:
+            console = Console(width=WIDE)  # piped: no terminal width to fit (COLUMNS wins)
+    width = console.width
     for image in data["images"]:
-        for table in stats_tables(image):
+        tables = stats_tables(image, width=width) if verbose else [summary_table(image, width)]
+        for table in tables:
             console.print(table)
     console.print(f"wrote {len(data['images'])} image folder(s) and {data['manifest']}")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from cbr_cli.cli import options as opt
-from cbr_cli.cli.common import run
+from cbr_cli.cli.common import run, shown_path
 
 if TYPE_CHECKING:
     from cbr_cli.batch.calibrate import CalibrateResult
@@ -35,6 +35,7 @@ Recursive = Annotated[
 Glob = Annotated[
     Optional[str],
     typer.Option(
+        metavar="PATTERN",
         help="Only paths relative to IN_DIR that match this fnmatch pattern ('*' also "
         "matches '/'), e.g. '*.png' or 'cats/*'.",
         rich_help_panel=FOLDER,
@@ -136,7 +137,7 @@ def batch(
         ) from None
     for warning in result.warnings:  # after the progress display is gone
         sys.stderr.write(f"warning: {warning}\n")
-    _print_batch(result)
+    _print_batch(result, in_dir, out)
     raise typer.Exit(1 if result.failures else 0)
 
 
@@ -155,7 +156,19 @@ def _print_orphans(result: "BatchResult") -> None:
         )
 
 
-def _print_batch(result: "BatchResult") -> None:
+def _given_paths(reason: str, in_dir: Path) -> str:
+    """``reason`` with the images' absolute paths (workers get them so) as the user gave
+    IN_DIR: relative when it was relative, as ``cbr apply`` names its images."""
+    import os
+    import re
+
+    if in_dir.is_absolute():
+        return reason
+    root = re.escape(os.path.abspath(in_dir) + os.sep)
+    return re.sub(f"'({root}[^']*)'", lambda m: repr(os.path.relpath(m.group(1))), reason)
+
+
+def _print_batch(result: "BatchResult", in_dir: Path, out: Path) -> None:
     from rich.console import Console
 
     _print_orphans(result)
@@ -167,10 +180,11 @@ def _print_batch(result: "BatchResult") -> None:
         del counts["not run"]
     console.print(summary_table(counts))
     if result.failures:
-        console.print(failures_table(result.failures, result.files["failures"]))
+        failures = [(name, _given_paths(reason, in_dir)) for name, reason in result.failures]
+        console.print(failures_table(failures, shown_path(result.files["failures"], out)))
     if result.stopped:
         console.print("stopped at the first failure (--fail-fast)", style="yellow")
-    console.print(f"wrote {result.out_dir}", highlight=False, soft_wrap=True)
+    console.print(f"wrote {shown_path(result.out_dir, out)}", highlight=False, soft_wrap=True)
 
 
 def calibrate(
@@ -234,11 +248,11 @@ def calibrate(
         result = run(body)
     except KeyboardInterrupt:
         raise _interrupted("nothing written") from None
-    _print_calibrate(result)
+    _print_calibrate(result, in_dir, out)
     raise typer.Exit(1 if result.failures else 0)
 
 
-def _print_calibrate(result: "CalibrateResult") -> None:
+def _print_calibrate(result: "CalibrateResult", in_dir: Path, out: Path) -> None:
     from rich.console import Console
 
     from cbr_cli.cli.batch_tables import bn_stats_table, failures_table
@@ -247,11 +261,12 @@ def _print_calibrate(result: "CalibrateResult") -> None:
     if result.running:
         console.print(bn_stats_table(result.running))
     if result.failures:
-        console.print(failures_table(result.failures))
+        failures = [(name, _given_paths(reason, in_dir)) for name, reason in result.failures]
+        console.print(failures_table(failures))
     if result.stopped:
         console.print("stopped at the first failure (--fail-fast); nothing written", style="yellow")
     else:
-        console.print(f"wrote {result.out}", highlight=False, soft_wrap=True)
+        console.print(f"wrote {shown_path(result.out, out)}", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

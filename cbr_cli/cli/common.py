@@ -4,6 +4,7 @@ A module of its own, so that command modules (``cli_batch``, ``cli_shape``, ...)
 not import :mod:`cbr_cli.cli.app`, which imports them to register their commands.
 """
 
+import os
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -22,3 +23,11 @@ def run(action: Callable[[], T]) -> T:
     except CbrError as exc:
         sys.stderr.write(f"error: {exc.message}\n")
         raise typer.Exit(exc.exit_code) from None
+
+
+def shown_path(path: str | os.PathLike[str], given: str | os.PathLike[str]) -> str:
+    """``path`` as messages show it: relative (to the working directory) when the user
+    gave ``given`` relative, absolute when they gave it absolute."""
+    if os.path.isabs(given):
+        return os.path.abspath(path)
+    return os.path.relpath(path)

@@ -7,7 +7,7 @@ defaults, so a flag given together with ``-c`` can be told apart from one left a
 import functools
 import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeVar
 
@@ -20,6 +20,22 @@ if TYPE_CHECKING:
     from cbr_cli.spec.flags import LayerFlags
 
 T = TypeVar("T")
+
+# The choices, as the help shows them. Written out here: importing them from the
+# library would import numpy (the colormaps) at `cbr --help`; tests/cli compare them.
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+INITS = ("kaiming_uniform", "kaiming_normal", "xavier_uniform")
+BN_CHOICES = ("batch", "running", "off")
+ACTIVATIONS = ("relu", "leaky_relu", "none")
+COLORS = ("gray", "rgb")
+COLORMAP_CHOICES = ("rdbu", "viridis", "magma", "gray")
+NORMALIZE_CHOICES = ("per-channel", "per-stage", "global")
+
+
+def choices_metavar(choices: tuple[str, ...]) -> str:
+    """``[a|b|c]``: how the help shows an option that takes one of ``choices``."""
+    return "[" + "|".join(choices) + "]"
+
 
 CONV = "Conv layer (one block; with -c they override a one-layer config)"
 BN = "BatchNorm"
@@ -38,23 +54,40 @@ Kernel = Annotated[
     typer.Option(
         "--kernel",
         "-k",
-        help="Built-in kernel or set (repeatable; see `cbr kernels`), or one .npy weight "
-        "file of shape (out, in/groups, kH, kW). Default: the 'demo' set.",
+        metavar="KERNEL",
+        help="Built-in kernel or set (repeatable; see `cbr kernels`); an inline kernel as "
+        "ImageMagick writes it, WxH: then the values row by row ('3x3:-1,0,1,-2,0,2,-1,0,1'; "
+        "width first, unlike --kernel-size), or just an odd-square list of values; or one "
+        ".npy weight file of shape (out, in/groups, kH, kW). Default: the 'demo' set.",
+        rich_help_panel=CONV,
+    ),
+]
+Flip = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--flip/--no-flip",
+        help="Flip every kernel 180° first: a true convolution, as SciPy's convolve and "
+        "ImageMagick's Convolve. Default off: PyTorch's conv2d is a cross-correlation "
+        "(the kernel as given, not flipped). Recorded in the manifest.",
         rich_help_panel=CONV,
     ),
 ]
 KernelSize = Annotated[
     Optional[str],
     typer.Option(
-        help="Kernel size for random weights: K or KHxKW (default 3).", rich_help_panel=CONV
+        metavar="K|KHxKW",
+        help="Kernel size for random weights: K or KHxKW (default 3).",
+        rich_help_panel=CONV,
     ),
 ]
 Stride = Annotated[
-    Optional[str], typer.Option(help="Stride: S or SHxSW (default 1).", rich_help_panel=CONV)
+    Optional[str],
+    typer.Option(metavar="S|SHxSW", help="Stride: S or SHxSW (default 1).", rich_help_panel=CONV),
 ]
 Padding = Annotated[
     Optional[str],
     typer.Option(
+        metavar="[P|PHxPW|valid|same|full]",
         help="Padding: P, PHxPW, valid, same or full (default 0). 'same' with stride > 1 "
         "follows TensorFlow (output = ceil(size/stride)).",
         rich_help_panel=CONV,
@@ -63,11 +96,14 @@ Padding = Annotated[
 PaddingMode = Annotated[
     Optional[str],
     typer.Option(
-        help="zeros, reflect, replicate or circular (default zeros).", rich_help_panel=CONV
+        metavar=choices_metavar(PADDING_MODES),
+        help="How the padding is filled, as torch.nn.Conv2d (default zeros).",
+        rich_help_panel=CONV,
     ),
 ]
 Dilation = Annotated[
-    Optional[str], typer.Option(help="Dilation: D or DHxDW (default 1).", rich_help_panel=CONV)
+    Optional[str],
+    typer.Option(metavar="D|DHxDW", help="Dilation: D or DHxDW (default 1).", rich_help_panel=CONV),
 ]
 Groups = Annotated[
     Optional[int], typer.Option(help="Conv groups (default 1).", rich_help_panel=CONV)
@@ -83,6 +119,7 @@ Bias = Annotated[
 Init = Annotated[
     Optional[str],
     typer.Option(
+        metavar=choices_metavar(INITS),
         help="Random init: kaiming_uniform (PyTorch's default), kaiming_normal, xavier_uniform.",
         rich_help_panel=CONV,
     ),
@@ -94,30 +131,43 @@ BNMode = Annotated[
     Optional[str],
     typer.Option(
         "--bn",
+        metavar=choices_metavar(BN_CHOICES),
         help="batch (batch statistics, PyTorch train mode), running (PyTorch eval mode with "
         "running stats 0/1 unless configured) or off (default batch).",
         rich_help_panel=BN,
     ),
 ]
-Eps = Annotated[Optional[str], typer.Option(help="BN eps (default 1e-5).", rich_help_panel=BN)]
+Eps = Annotated[
+    Optional[str], typer.Option(metavar="FLOAT", help="BN eps (default 1e-5).", rich_help_panel=BN)
+]
 Momentum = Annotated[
-    Optional[str], typer.Option(help="BN momentum (default 0.1).", rich_help_panel=BN)
+    Optional[str],
+    typer.Option(metavar="FLOAT", help="BN momentum (default 0.1).", rich_help_panel=BN),
 ]
 Activation = Annotated[
     Optional[str],
-    typer.Option(help="relu, leaky_relu or none (default relu).", rich_help_panel=ACT),
+    typer.Option(
+        metavar=choices_metavar(ACTIVATIONS),
+        help="The activation after BN (default relu).",
+        rich_help_panel=ACT,
+    ),
 ]
 NegativeSlope = Annotated[
     Optional[str],
-    typer.Option(help="LeakyReLU negative slope (default 0.01).", rich_help_panel=ACT),
+    typer.Option(
+        metavar="FLOAT", help="LeakyReLU negative slope (default 0.01).", rich_help_panel=ACT
+    ),
 ]
 Color = Annotated[
     Optional[str],
-    typer.Option(help="Read images as gray or rgb (default: as stored)."),
+    typer.Option(
+        metavar=choices_metavar(COLORS), help="Read images as gray or rgb (default: as stored)."
+    ),
 ]
 Preset = Annotated[
     Optional[str],
     typer.Option(
+        metavar=choices_metavar(("imagenet", "imagenet-eval", "minus1to1")),
         help="Input preprocessing: imagenet (RGB, torchvision's mean/std), imagenet-eval "
         "(+ Resize(256), CenterCrop(224)) or minus1to1 (x*2-1). Sets input.preset.",
     ),
@@ -176,6 +226,7 @@ LAYER_FLAGS = {
     "dilation": Dilation,
     "groups": Groups,
     "bias": Bias,
+    "flip": Flip,
     "init": Init,
     "seed": Seed,
     "bn": BNMode,
@@ -228,11 +279,11 @@ def with_layer_flags(command: Callable[..., T]) -> Callable[..., T]:
 # ------------------------------------------------------------ output options
 
 OUTPUT = "Output"
-NORMALIZE_CHOICES = ("per-channel", "per-stage", "global")
 
 Colormap = Annotated[
     Optional[str],
     typer.Option(
+        metavar=choices_metavar(COLORMAP_CHOICES),
         help="Colormap for every map: rdbu, viridis, magma or gray "
         "(default: diverging for signed maps, sequential after ReLU).",
         rich_help_panel=OUTPUT,
@@ -240,7 +291,11 @@ Colormap = Annotated[
 ]
 Normalize = Annotated[
     str,
-    typer.Option(help="Colour range per-channel, per-stage or global.", rich_help_panel=OUTPUT),
+    typer.Option(
+        metavar=choices_metavar(NORMALIZE_CHOICES),
+        help="Colour range per channel, per stage or one for all stages.",
+        rich_help_panel=OUTPUT,
+    ),
 ]
 SaveNpy = Annotated[
     bool,
@@ -260,8 +315,18 @@ ChannelPngs = Annotated[
 ]
 Resize = Annotated[
     Optional[str],
-    typer.Option(help="Resize every image to HxW first (bicubic).", rich_help_panel=OUTPUT),
+    typer.Option(
+        metavar="HxW", help="Resize every image to HxW first (bicubic).", rich_help_panel=OUTPUT
+    ),
 ]
+
+
+def did_you_mean(text: str, choices: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``choices``, or ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(text, list(choices), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def parse_size(text: str | None, flag: str = "--resize") -> tuple[int, int] | None:
@@ -295,10 +360,14 @@ def output_options(
     from cbr_cli.run.apply import ApplyOptions
 
     if colormap is not None and colormap.lower() not in render.COLORMAPS:
-        raise CbrError(f"--colormap: expected one of {list(render.COLORMAPS)} (got {colormap!r})")
+        raise CbrError(
+            f"--colormap: expected one of {list(render.COLORMAPS)} (got {colormap!r})"
+            + did_you_mean(colormap.lower(), render.COLORMAPS)
+        )
     if normalize not in NORMALIZE_CHOICES:
         raise CbrError(
             f"--normalize: expected one of {list(NORMALIZE_CHOICES)} (got {normalize!r})"
+            + did_you_mean(normalize, NORMALIZE_CHOICES)
         )
     return ApplyOptions(
         out_dir=str(out),

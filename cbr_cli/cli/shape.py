@@ -40,6 +40,15 @@ ImageFile = Annotated[
 JsonOutput = Annotated[
     bool, typer.Option("--json", help="Print the result as one JSON document on stdout.")
 ]
+Verbose = Annotated[
+    bool,
+    typer.Option(
+        "--verbose",
+        "-v",
+        help="Also print each layer's output-size formula, filled in, when the terminal "
+        "is too narrow for its column.",
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -53,6 +62,7 @@ def shape(
     input_size: InputSize = None,
     image: ImageFile = None,
     json_output: JsonOutput = False,
+    verbose: Verbose = False,
     *,
     flags: "LayerFlags",  # the layer flags, gathered by with_layer_flags
 ) -> None:
@@ -69,7 +79,7 @@ def shape(
     """
     from cbr_cli.cli.common import run as _run
 
-    _run(lambda: _shape(config, input_size, image, json_output, flags))
+    _run(lambda: _shape(config, input_size, image, json_output, verbose, flags))
 
 
 def _shape(
@@ -77,6 +87,7 @@ def _shape(
     input_size: str | None,
     image: Path | None,
     json_output: bool,
+    verbose: bool,
     flags: "LayerFlags",
 ) -> None:
     from dataclasses import replace
@@ -123,9 +134,15 @@ def _shape(
         return
     from rich.console import Console
 
-    from cbr_cli.cli.shape_table import shape_table
+    from cbr_cli.cli.shape_table import FORMULA, formula_lines, shape_table
 
     # Piped output is not wrapped to rich's 80-column default (COLUMNS still wins).
     wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
     console = Console(width=WIDE if wide else None, emoji=False)  # no emoji table import
-    console.print(shape_table(result))
+    table = shape_table(result, console.width)
+    console.print(table)
+    formula_shown = any(c.header == "Output size" for c in table.columns)
+    if verbose and not formula_shown and FORMULA is not None:
+        console.print("output size, filled in:")
+        for line in formula_lines(result):
+            console.print("  " + line, highlight=False, soft_wrap=True)

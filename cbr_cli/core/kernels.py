@@ -1,5 +1,12 @@
 """Kernels by name: look up, parse ``name:arg:arg``, expand sets, stack into conv weights.
 
+Besides the bank's names, a kernel can be typed inline, as ImageMagick takes it:
+``WxH:v,v,...`` (width first, then the values row by row, separated by commas or
+spaces; ``3x3:-1,0,1,-2,0,2,-1,0,1``) or a bare list whose length is an odd square
+(``-1,0,1,-2,0,2,-1,0,1`` is 3x3). :func:`inline_spec` writes the canonical form
+(``3x3:-1,0,1,...``), which is what the pipeline stores, and :func:`kernel_label` a
+short label for pictures and tables.
+
 The definitions (and the sign convention: every kernel is a cross-correlation kernel, as
 PyTorch applies weights) are in :mod:`cbr_cli.core.kernel_bank`. Names are
 case-insensitive; an empty argument keeps its default (``gaussian::2``). Importing this
@@ -27,6 +34,9 @@ __all__ = [
     "describe",
     "expand_names",
     "get_kernel",
+    "inline_spec",
+    "is_inline",
+    "kernel_label",
     "kernel_names",
     "kernel_set",
     "parse_kernel_spec",
@@ -88,6 +98,143 @@ def _parse_arg(spec: str, param: Param, text: str) -> Number:
     return value
 
 
+_INLINE_HEAD = re.compile(r"\s*([0-9]+)\s*x\s*([0-9]+)\s*:(.*)", re.DOTALL)
+_INLINE_BODY = re.compile(r"[\s,;]*[-+0-9.]")
+MAX_INLINE = MAX_SIZE
+"""Largest side of an inline kernel (as the bank's kernels)."""
+
+
+@dataclass(frozen=True)
+class InlineKernel:
+    """A kernel typed as numbers: ``rows`` (kH of them, kW values each)."""
+
+    rows: tuple[tuple[float, ...], ...]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.rows), len(self.rows[0])
+
+    @property
+    def spec(self) -> str:
+        """Canonical ``WxH:v,v,...`` (ImageMagick's order: width first)."""
+        values = ",".join(_show_number(v) for row in self.rows for v in row)
+        return f"{self.shape[1]}x{self.shape[0]}:{values}"
+
+
+def _show_number(value: float) -> str:
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+
+
+def _shown(text: str) -> str:
+    return repr(text) if len(text) <= 60 else f"{text[:40]!r}... ({len(text)} characters)"
+
+
+def is_inline(spec: str) -> bool:
+    """Whether ``spec`` is typed as numbers (``WxH:...`` or a bare list), not a name."""
+    return bool(_INLINE_HEAD.match(spec) or _INLINE_BODY.match(spec))
+
+
+def _numbers(text: str, spec: str) -> list[float]:
+    import math
+
+    out = []
+    for token in re.split(r"[\s,;]+", text.strip()):
+        if token == "":
+            continue
+        try:
+            value = float(token)
+        except ValueError:
+            raise CbrError(f"inline kernel {_shown(spec)}: {token!r} is not a number") from None
+        if not math.isfinite(value):
+            raise CbrError(f"inline kernel {_shown(spec)}: {token!r} is not a finite number")
+        out.append(value)
+    return out
+
+
+def parse_inline(spec: str) -> InlineKernel:
+    """An inline kernel: ``WxH:`` and W*H values row by row, or an odd-square list.
+
+    Raises
+    ------
+    CbrError
+        Not numbers, a count that does not match ``WxH`` (or is not an odd square), or a
+        side above :data:`MAX_INLINE`; the message quotes the value.
+    """
+    head = _INLINE_HEAD.match(spec)
+    if head:
+        width, height = int(head.group(1)), int(head.group(2))
+        values = _numbers(head.group(3), spec)
+        if not (1 <= width <= MAX_INLINE and 1 <= height <= MAX_INLINE):
+            raise CbrError(
+                f"inline kernel {_shown(spec)}: WxH must be between 1 and {MAX_INLINE} "
+                f"(got {width}x{height})"
+            )
+        if len(values) != width * height:
+            raise CbrError(
+                f"inline kernel {_shown(spec)}: {width}x{height} (width x height, as "
+                f"ImageMagick) needs {width * height} values, row by row (got {len(values)})"
+            )
+    else:
+        values = _numbers(spec, spec)
+        side = round(len(values) ** 0.5)
+        if side * side != len(values) or side % 2 == 0:
+            raise CbrError(
+                f"inline kernel {_shown(spec)}: {len(values)} values are not an odd square "
+                "(9 for 3x3, 25 for 5x5, ...); give WxH: first, e.g. '3x1:1,2,1'"
+            )
+        if side > MAX_INLINE:
+            raise CbrError(
+                f"inline kernel {_shown(spec)}: {side}x{side} is larger than {MAX_INLINE}"
+            )
+        width = height = side
+    rows = tuple(tuple(values[r * width : (r + 1) * width]) for r in range(height))
+    return InlineKernel(rows)
+
+
+def inline_spec(rows: Sequence[Sequence[float]]) -> str:
+    """The canonical spec of a kernel given as rows (YAML's ``[[-1, 0, 1], ...]``).
+
+    Raises
+    ------
+    CbrError
+        Rows of different lengths, an empty kernel, or values that are not numbers.
+    """
+    import math
+
+    if not rows or not all(len(row) for row in rows):
+        raise CbrError("an inline kernel needs at least one row of numbers")
+    widths = {len(row) for row in rows}
+    if len(widths) > 1:
+        lengths = ", ".join(str(len(row)) for row in rows)
+        raise CbrError(f"inline kernel rows must all have one length (got rows of {lengths})")
+    flat: list[float] = []
+    for row in rows:
+        for v in row:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise CbrError(f"inline kernel values must be finite numbers (got {v!r})")
+            flat.append(float(v))
+    if len(rows) > MAX_INLINE or len(rows[0]) > MAX_INLINE:
+        raise CbrError(f"an inline kernel may be at most {MAX_INLINE}x{MAX_INLINE}")
+    width = len(rows[0])
+    return InlineKernel(
+        tuple(tuple(flat[r * width : (r + 1) * width]) for r in range(len(rows)))
+    ).spec
+
+
+def kernel_label(spec: str) -> str:
+    """A short label for a kernel spec: the name, or for an inline kernel its rows.
+
+    ``3x3:-1,0,1,-2,0,2,-1,0,1`` -> ``[-1 0 1|-2 0 2|-1 0 1]``; larger than 3x3 (or with
+    long numbers) -> ``5x5 inline`` (the values are in the manifest and the JSON).
+    """
+    if not is_inline(spec):
+        return spec
+    kernel = parse_inline(spec)
+    h, w = kernel.shape
+    text = "[" + "|".join(" ".join(_show_number(v) for v in row) for row in kernel.rows) + "]"
+    return text if h * w <= 9 and len(text) <= 28 else f"{w}x{h} inline"
+
+
 def parse_kernel_spec(spec: str) -> tuple[str, dict[str, Number]]:
     """Split ``name:arg:arg`` into the base name and all parameters (defaults filled in).
 
@@ -132,6 +279,10 @@ def get_kernel(spec: str) -> np.ndarray:
     CbrError
         Unknown name (listing close matches), or bad parameters (naming them).
     """
+    if is_inline(spec):
+        import numpy as np
+
+        return np.asarray(parse_inline(spec).rows, dtype=np.float32)
     name, params = parse_kernel_spec(spec)
     return _build(name, params)
 
@@ -156,6 +307,9 @@ def describe(spec: str) -> str:
     if key in KERNEL_SETS:
         members = KERNEL_SETS[key]
         return f"set of {len(members)} kernels: " + ", ".join(members)
+    if is_inline(key):
+        h, w = parse_inline(key).shape
+        return f"inline {w}x{h} kernel (width x height), values row by row"
     name, params = parse_kernel_spec(spec)
     return KERNELS[name].summary.format(**params)
 
@@ -186,6 +340,8 @@ def expand_names(names: Sequence[str]) -> list[str]:
         key = _normalise(spec)
         if key in KERNEL_SETS:
             out.extend(KERNEL_SETS[key])
+        elif is_inline(key):
+            out.append(parse_inline(key).spec)
         else:
             parse_kernel_spec(key)
             out.append(key)
@@ -196,10 +352,11 @@ def expand_names(names: Sequence[str]) -> list[str]:
 class _Placed:
     """One kernel of a stack: what to build, its size, and where it goes."""
 
-    name: str  # base name
+    name: str  # base name (the spec for an inline kernel)
     params: dict[str, Number]
     shape: tuple[int, int]  # (kh, kw), from the size rule
     offset: tuple[int, int]  # (top, left) in the stack: centred
+    inline: InlineKernel | None = None
 
 
 @dataclass(frozen=True)
@@ -219,8 +376,14 @@ def _plan_stack(names: Sequence[str]) -> _StackPlan:
     specs = expand_names(names)
     if not specs:
         raise CbrError("no kernels given")
-    parsed = [(spec, *parse_kernel_spec(spec)) for spec in specs]
-    shapes = [KERNELS[name].shape(**params) for _, name, params in parsed]
+    inline = {spec: parse_inline(spec) for spec in specs if is_inline(spec)}
+    parsed = [
+        (spec, spec, {}) if spec in inline else (spec, *parse_kernel_spec(spec)) for spec in specs
+    ]
+    shapes = [
+        inline[spec].shape if spec in inline else KERNELS[name].shape(**params)
+        for spec, name, params in parsed
+    ]
     kh = max(h for h, _ in shapes)
     kw = max(w for _, w in shapes)
     members = []
@@ -231,7 +394,8 @@ def _plan_stack(names: Sequence[str]) -> _StackPlan:
                 f"kernel '{spec}' ({h}x{w}) cannot be centred in the "
                 f"{kh}x{kw} stack: sizes in one stack must all be odd or all be even"
             )
-        members.append(_Placed(name, params, (h, w), (dh // 2, dw // 2)))
+        placed = _Placed(name, params, (h, w), (dh // 2, dw // 2), inline.get(spec))
+        members.append(placed)
     return _StackPlan((kh, kw), tuple(members))
 
 
@@ -278,7 +442,11 @@ def stack_kernels(names: Sequence[str]) -> np.ndarray:
     out = np.zeros((len(plan.members), *plan.size), dtype=np.float32)
     for i, member in enumerate(plan.members):
         (h, w), (top, left) = member.shape, member.offset
-        out[i, top : top + h, left : left + w] = _build(member.name, member.params)
+        if member.inline is not None:
+            values = np.asarray(member.inline.rows, dtype=np.float32)
+        else:
+            values = _build(member.name, member.params)
+        out[i, top : top + h, left : left + w] = values
     return out
 
 

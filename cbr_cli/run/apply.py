@@ -36,7 +36,7 @@ import numpy as np
 from cbr_cli.core.stats import ChannelStats, channel_stats
 from cbr_cli.core.threads import thread_count
 from cbr_cli.errors import CbrError
-from cbr_cli.run.memory import available_memory
+from cbr_cli.run.memory import ENCODE_QUEUE, available_memory
 from cbr_cli.run.pipeline import (
     BuiltLayer,
     StageResult,
@@ -157,49 +157,37 @@ def geometry(spec: PipelineSpec, shape: tuple[int, int, int]) -> StackResult:
     return analyze(spec, shape)
 
 
-def memory_needed(stack: StackResult, images: int) -> int:
-    """Bytes a run of ``images`` images of ``stack.input_shape`` needs at its peak, at most.
+def memory_needed(stack: StackResult, images: int, channel_pngs: bool = True) -> int:
+    """Bytes a run of ``images`` images of ``stack.input_shape`` needs at its peak, at most:
+    :func:`cbr_cli.run.memory.apply_peak` (stage outputs, input copies, weights, engine
+    scratch, colouring, grids and the PNG encoders' buffers)."""
+    from cbr_cli.run.memory import apply_peak
 
-    Every stage output kept for ``images`` images (float32), the input and its
-    normalised copy, the conv weights, and the largest of what one layer needs on top
-    while it runs: the engine's scratch (:func:`cbr_cli.core.conv_cost.scratch_bytes`: the
-    padded input and per-thread chunks, or the FFT's spectra) or, while the weights
-    are drawn, the float64 random numbers (8 bytes per weight).
-    """
-    from cbr_cli.core.conv_cost import scratch_bytes
-
-    c, h, w = stack.input_shape
-    needed = images * (stack.total_activation_bytes + 2 * 4 * c * h * w)
-    needed += 4 * stack.total_params
-    extra = 0
-    for row in stack.layers:
-        g = row.geometry
-        kernel = (g.h.kernel_size, g.w.kernel_size)
-        channels = (row.input_shape[0], row.output_shape[0])
-        scratch = scratch_bytes(images, *channels, row.groups, kernel, g, row.padding_mode)
-        extra = max(extra, scratch, 8 * row.conv_weight_params)
-    return needed + extra
+    return apply_peak(stack, images, channel_pngs=channel_pngs).total
 
 
-def check_memory(stack: StackResult | None, shape: tuple[int, int, int], images: int) -> None:
+def check_memory(
+    stack: StackResult | None,
+    shape: tuple[int, int, int],
+    images: int,
+    channel_pngs: bool = True,
+) -> None:
     """Refuse a run whose arrays would not fit in the available memory (one-line error).
 
-    The estimate is :func:`memory_needed`: arithmetic on :func:`cbr_cli.spec.layerstack.analyze`
-    and the engines' buffers, an upper bound. Without it, Linux kills the process
-    instead of numpy raising MemoryError.
+    The estimate is :func:`memory_needed`, an upper bound; the message says what makes
+    the run fit (:func:`cbr_cli.run.memory.too_big`). Without it, Linux kills the
+    process instead of numpy raising MemoryError.
     """
     if stack is None:
         return
-    needed = memory_needed(stack, images)
+    from cbr_cli.run.memory import apply_peak, too_big
+
     available = available_memory()
-    if available is not None and needed > available:
-        raise CbrError(
-            f"this run needs about {needed / 2**30:.1f} GiB for its feature maps, weights "
-            f"and convolution buffers ({images} image(s) of {shape[1]}x{shape[2]}), more "
-            f"than the {available / 2**30:.1f} GiB available: use fewer channels, smaller "
-            "kernels or dilation, --resize, or process fewer images at once",
-            exit_code=1,
-        )
+    if available is None:
+        return
+    peak = apply_peak(stack, images, channel_pngs=channel_pngs)
+    if peak.total > available:
+        raise too_big(stack, images, peak, available, channel_pngs)
 
 
 def load_batch(
@@ -269,11 +257,11 @@ def _signed(spec: PipelineSpec, result: StageResult) -> bool:
 def _labels(spec: PipelineSpec, layer_name: str, channels: int) -> list[str]:
     layer = next(layer for layer in spec.layers if layer.name == layer_name)
     if layer.conv.kernels is not None:
-        from cbr_cli.core.kernels import expand_names
+        from cbr_cli.core.kernels import expand_names, kernel_label
 
         names = expand_names(list(layer.conv.kernels))
         if len(names) == channels:
-            return [f"{i}:{name}" for i, name in enumerate(names)]
+            return [f"{i}:{kernel_label(name)}" for i, name in enumerate(names)]
     return [f"c{i}" for i in range(channels)]
 
 
@@ -324,7 +312,7 @@ def run_apply(
     stacks = {shape: geometry(spec, shape) for shape in {p.shape for p in pixels}}  # type: ignore[misc]
     largest = max(groups, key=lambda g: len(g) * pixels[g[0]].size)
     shape = tuple(pixels[largest[0]].shape)
-    check_memory(stacks[shape], shape, len(largest))  # type: ignore[arg-type, index]
+    check_memory(stacks[shape], shape, len(largest), options.channel_pngs)  # type: ignore[arg-type, index]
     warnings = list(dict.fromkeys(w.message for s in stacks.values() if s for w in s.warnings))
     layers = build_layers(spec, int(pixels[0].shape[0]))  # config errors before any write
     shapes = {
@@ -499,6 +487,7 @@ def _write_image(
     final = Path(record.out_dir)
     pending: list[Future[None]] = []
     files: list[str] = []
+    in_flight: list[Future[None]] = []
 
     def timed(fn: Callable[..., None], *args: Any) -> None:
         start = time.perf_counter()
@@ -511,8 +500,14 @@ def _write_image(
         files.append(name)
         if pool is None:
             timed(fn, target / name, *args)
-        else:
-            pending.append(pool.submit(timed, fn, target / name, *args))
+            return str(final / name)
+        # At most ENCODE_QUEUE writes in flight: the arrays they hold are what the memory
+        # check counts (run.memory), instead of a backlog of every channel of the image.
+        in_flight[:] = [f for f in in_flight if not f.done()]
+        if len(in_flight) >= ENCODE_QUEUE:
+            in_flight.pop(0).result()
+        pending.append(pool.submit(timed, fn, target / name, *args))
+        in_flight.append(pending[-1])
         return str(final / name)
 
     start = time.perf_counter()

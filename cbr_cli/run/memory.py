@@ -7,7 +7,20 @@ estimated and compared with this before the arrays are made.
 
 from __future__ import annotations
 
+import math
 import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from cbr_cli.errors import CbrError
+
+if TYPE_CHECKING:
+    from cbr_cli.spec.layerstack import StackResult
+
+GRID_TILE_MAX = 256
+"""Largest side of a grid tile in ``cbr apply``'s grids (bigger maps are shrunk)."""
+GRID_SIDE_MAX = 4096
+"""Largest side of the tiles' area of a grid: many channels get smaller tiles."""
 
 
 def available_memory() -> int | None:
@@ -23,3 +36,201 @@ def available_memory() -> int | None:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return None
+
+
+# ---------------------------------------------------------------------------------------
+# What a ``cbr apply`` run holds at its peak
+
+ENCODE_QUEUE = 4
+"""PNG/npy writes ``cbr apply`` keeps in flight at once (the arrays they hold count here)."""
+ENCODERS = 4
+"""Most encoder threads ``cbr apply`` runs (``min(4, thread_count())``)."""
+MONTAGE_COPIES = 4.4
+"""Grid-sized arrays alive while a grid's labels are drawn: the grid, Pillow's canvas (4
+bytes a pixel), its ``tobytes()`` and the chunks joined into it (``render.text.draw_texts``)."""
+LATE_IMPORTS = 16 * 2**20
+"""What the modules and buffers made after the check take (PNG writer, fonts, thread stacks)."""
+
+
+@dataclass(frozen=True)
+class PeakEstimate:
+    """Bytes a run needs on top of what the process holds when it is checked.
+
+    ``total`` is the largest of the phases (``weights``, ``compute``, ``write``); the
+    others say where it goes, for the error message and the tests.
+    """
+
+    total: int
+    weights: int
+    compute: int
+    write: int
+    stage_outputs: int
+
+
+def _stage_maps(stack: StackResult) -> list[tuple[int, int, int]]:
+    """(C, H, W) of every stage output, in run order (conv, bn, act of each layer)."""
+    return [row.output_shape for row in stack.layers for _ in row.stages]
+
+
+def _grid_bytes(channels: int, height: int, width: int) -> tuple[int, int]:
+    """Bytes of one stage's grid tiles (all of them, RGB) and of the finished grid.
+
+    The tile size as ``cbr apply`` draws it (subsampled to at most
+    ``run.apply.GRID_TILE_MAX`` on a side, fewer for many channels; the render
+    package's :func:`~cbr_cli.io.render.grid.grid_tile_scale` shrinks by area average
+    and enlarges small maps to at least its ``GRID_TILE_MIN``: the larger of the two).
+    """
+    from cbr_cli.io.render.grid import grid_tile_scale
+    from cbr_cli.io.render.montage import montage_shape
+
+    columns = math.ceil(math.sqrt(channels))
+    tile_max = max(16, min(GRID_TILE_MAX, GRID_SIDE_MAX // columns))
+    step = max(1, -(-max(height, width) // tile_max))
+    th, tw = -(-height // step), -(-width // step)
+    scale = grid_tile_scale(channels, (height, width))
+    if scale.down == 1:  # an enlarged small map
+        th, tw = max(th, height * scale.up), max(tw, width * scale.up)
+    tiles = channels * th * tw * 3
+    gh, gw = montage_shape([(th, tw, 3)] * channels, title="x\nx", colorbar_info=True)
+    return tiles, gh * gw * 3
+
+
+def apply_peak(
+    stack: StackResult, images: int = 1, *, channel_pngs: bool = True, encoders: int = ENCODERS
+) -> PeakEstimate:
+    """The most memory ``cbr apply`` allocates for ``images`` images of ``stack.input_shape``.
+
+    What :func:`cbr_cli.run.apply.run_apply` holds at once, in its three phases (the
+    decoded images are already in memory when this is asked, and not counted):
+
+    * ``weights``: the conv weights (float32), and while the largest random weight is
+      drawn, its float64 numbers (8 bytes per weight).
+    * ``compute``, per layer :math:`i` of :func:`cbr_cli.run.pipeline.run_layers`: the
+      batch and its normalised copy (layer 1 only: later layers read the previous
+      stage), every stage output so far, and either this layer's conv output plus the
+      engine's scratch (:func:`cbr_cli.core.conv_cost.scratch_bytes`) or all of its
+      stage outputs, whichever is more.
+    * ``write``, per stage of ``_write_image``: the batch and every stage output (kept
+      until the image is written), the input shown (float32 clip and uint8 RGB), then
+      for the stage being drawn its statistics' masks (one byte per value) or one
+      channel's colouring (float32, index, NaN mask: 6 bytes per pixel), its grid tiles
+      and grid, the previous stage's grid still being encoded (image, filtered rows and
+      deflate output: 3x), :data:`ENCODE_QUEUE` channel PNGs waiting and ``encoders``
+      being encoded (each its index, filtered rows and output: 3 bytes per pixel).
+
+    Plus :data:`LATE_IMPORTS` for what is loaded after the check. Counts generously
+    rather than exactly (an upper bound within 1.3x of the measured peak RSS, tested in
+    ``tests/run/test_memory_peak.py``).
+    """
+    from cbr_cli.core.conv_cost import scratch_bytes
+
+    c, h, w = stack.input_shape
+    batch = images * 4 * c * h * w
+    params = 4 * stack.total_params
+    largest_draw = max((8 * row.conv_weight_params for row in stack.layers), default=0)
+    weights = params + largest_draw
+
+    compute = 0
+    before = 0  # stage outputs of the layers already run
+    for i, row in enumerate(stack.layers):
+        g = row.geometry
+        kernel = (g.h.kernel_size, g.w.kernel_size)
+        channels = (row.input_shape[0], row.output_shape[0])
+        scratch = scratch_bytes(images, *channels, row.groups, kernel, g, row.padding_mode)
+        co, ho, wo = row.output_shape
+        conv = images * 4 * co * ho * wo
+        outputs = images * row.activation_bytes
+        held = batch * (2 if i == 0 else 1) + before
+        compute = max(compute, held + max(conv + scratch, outputs))
+        before += outputs
+    stage_outputs = before
+
+    shown = 4 * c * h * w + 3 * h * w + 2 * 3 * h * w  # clip, RGB, its filtered rows + deflate
+    write = 0
+    previous_grid = 0
+    for sc, sh, sw in _stage_maps(stack):
+        plane = sh * sw
+        transient = max(sc * plane, 6 * plane)
+        tiles, grid = _grid_bytes(sc, sh, sw)
+        queued = (ENCODE_QUEUE + 3 * encoders) * plane if channel_pngs else 0
+        # The previous grid is still referenced (and, without channel PNGs queued after
+        # it, may still be encoding: its filtered rows and deflate output besides).
+        previous = previous_grid * (1 if channel_pngs and sc >= ENCODE_QUEUE else 3)
+        stage = tiles + max(transient, MONTAGE_COPIES * grid) + previous + queued
+        write = max(write, stage)
+        previous_grid = grid
+    write += params + batch + stage_outputs + shown
+    compute += params
+    total = max(weights, compute, write) + LATE_IMPORTS
+    return PeakEstimate(int(total), weights, compute, int(write), stage_outputs)
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def too_big(
+    stack: StackResult,
+    images: int,
+    peak: PeakEstimate,
+    available: int,
+    channel_pngs: bool = True,
+) -> CbrError:
+    """The one-line error for a run that does not fit: the estimate and what would fit.
+
+    Suggested, each only where it helps: ``--no-channel-pngs`` (with its estimate), fewer
+    channels (the stage outputs grow with them), ``--resize`` to a size whose estimate
+    fits (memory grows with the pixels: the fixed part, weights and modules, does not),
+    and ``cbr batch`` for several images at once (one image per worker).
+    """
+    h, w = stack.input_shape[1:]
+    options = []
+    if channel_pngs:
+        without = apply_peak(stack, images, channel_pngs=False).total
+        if without <= available:
+            options.append(f"--no-channel-pngs (about {_gib(without)})")
+    options.append("fewer channels")
+    fixed = 4 * stack.total_params + LATE_IMPORTS
+    budget = 0.9 * available - fixed
+    if budget > 0 and peak.total > fixed:
+        factor = math.sqrt(budget / (peak.total - fixed))
+        height, width = max(1, math.floor(h * factor)), max(1, math.floor(w * factor))
+        if factor < 1 and min(height, width) >= 8:
+            options.append(f"--resize {height}x{width}")
+    if images > 1:
+        options.append("cbr batch (one image per worker)")
+    listing = ", ".join(options[:-1]) + f" or {options[-1]}"
+    return CbrError(
+        f"this run needs about {_gib(peak.total)} ({images} image(s) of {h}x{w}), more than "
+        f"the {_gib(available)} available (feature maps {_gib(peak.stage_outputs)}, plus "
+        f"colouring, grids, PNG encoders and convolution buffers): to fit, use {listing}",
+        exit_code=1,
+    )
+
+
+M_MMAP_THRESHOLD = -3
+"""glibc's ``mallopt`` parameter number for the mmap threshold (malloc.h)."""
+
+
+def steady_allocator() -> bool:
+    """Keep glibc's mmap threshold at its default, so freed arrays leave the process.
+
+    glibc raises the threshold (up to 32 MiB) each time a large block is freed, after
+    which arrays of up to that size come from the heap, where freed space is kept and
+    fragments: measured, ``cbr apply``'s peak RSS grew by up to 40 % (256x256, 64
+    channels) over what its arrays hold, with no gain in speed.  Setting the threshold
+    once turns that adjustment off (``mallopt(3)``), so the peak is what
+    :func:`apply_peak` counts.  Returns whether it was set (False off glibc).
+    """
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION"):
+            return False
+    except (ValueError, OSError, AttributeError):  # not glibc, or no confstr
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024))
+    except (OSError, AttributeError):
+        return False

@@ -79,6 +79,8 @@ def conv_weight(conv: ConvSpec, in_channels: int) -> tuple[np.ndarray, np.ndarra
         _check_weight_memory(conv, shape)
         rng = np.random.default_rng(conv.seed)
         weight = _random_weight(rng, conv.init, shape, fan_in)
+    if conv.flip:  # true convolution: PyTorch cross-correlates with the kernel as given
+        weight = np.ascontiguousarray(weight[..., ::-1, ::-1])
     bias = None
     if isinstance(conv.bias, ParamSource):
         bias = resolve_param(conv.bias, conv.out_channels, "bias")

@@ -60,6 +60,7 @@ class LayerFlags:
     dilation: str | None = None
     groups: int | None = None
     bias: bool | None = None
+    flip: bool | None = None
     init: str | None = None
     seed: int | None = None
     bn: str | None = None
@@ -128,7 +129,7 @@ def _conv_values(flags: LayerFlags) -> dict[str, Value]:
         text = getattr(flags, name)
         if text is not None:
             conv[name] = _pair_text(text, "--" + name.replace("_", "-"))
-    for name in ("out_channels", "padding_mode", "groups", "bias", "init", "seed"):
+    for name in ("out_channels", "padding_mode", "groups", "bias", "flip", "init", "seed"):
         value = getattr(flags, name)
         if value is not None:
             conv[name] = from_flag(value, "--" + name.replace("_", "-"))

@@ -28,7 +28,11 @@ Schema (PyTorch's names)::
           init: kaiming_uniform  # (PyTorch's default) | kaiming_normal | xavier_uniform
           seed: 0
           weight: w.npy          # or: (out_channels, in_channels/groups, kH, kW)
-          kernels: [sobel_x, sobel_y]   # or: built-in kernels, one per output channel
+          kernels: [sobel_x, sobel_y]   # or: built-in kernels, one per output channel;
+                                 # inline: "3x3:-1,0,1,-2,0,2,-1,0,1" (WxH, ImageMagick) or
+                                 # rows [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]
+          flip: false            # true: flip every kernel 180° (true convolution, as
+                                 # SciPy/ImageMagick Convolve; PyTorch cross-correlates)
           from: conv1            # or: conv1.weight (+ conv1.bias) of the weight file
           tensors: {weight: w, bias: b}  # or: tensors of the weight file by name
         bn:                      # optional; omit, null or false for none
@@ -276,6 +280,7 @@ def parse_conv(value: Value, default_seed: int = 0, weights: WeightsFile | None 
         else default_seed,
         weight=weight,
         kernels=kernels,
+        flip=_bool(keys["flip"]) if "flip" in keys else False,
         where=where,
     )
 
@@ -331,8 +336,13 @@ def _kernels(value: Value) -> tuple[tuple[str, ...], int, tuple[int, int]]:
         raise value.error("expected a non-empty list of kernel names (got an empty list)")
     names = []
     for item in items:
+        if isinstance(item.data, list):  # typed as rows of numbers: [[-1, 0, 1], ...]
+            names.append(_inline_kernel(item))
+            continue
         if not isinstance(item.data, str):
-            raise item.error(f"expected a kernel name (got {_show(item)})")
+            raise item.error(
+                f"expected a kernel name, 'WxH:v,v,...' or a list of rows (got {_show(item)})"
+            )
         try:
             names.extend(bank.expand_names([item.data]))
         except CbrError as exc:
@@ -342,6 +352,23 @@ def _kernels(value: Value) -> tuple[tuple[str, ...], int, tuple[int, int]]:
     except CbrError as exc:
         raise value.error(str(exc)) from None
     return tuple(names), count, (kh, kw)
+
+
+def _inline_kernel(item: Value) -> str:
+    """A kernel given in YAML as rows of numbers, as its canonical ``WxH:...`` spec."""
+    from cbr_cli.core import kernels as bank
+
+    rows = item.data
+    if not all(isinstance(row.data, list) for row in rows):
+        raise item.error(
+            "a kernel given as numbers is a list of rows, e.g. [[-1, 0, 1], [-2, 0, 2], "
+            f"[-1, 0, 1]] (got {_show(item)}); one kernel alone in `kernels:` needs its "
+            "own brackets: kernels: [[[-1, 0, 1], ...]]"
+        )
+    try:
+        return bank.inline_spec([[v.data for v in row.data] for row in rows])
+    except CbrError as exc:
+        raise item.error(exc.message) from None
 
 
 BN_OFF = (None, False, "off", "none")  # False: YAML 1.1 reads an unquoted `off` as a boolean

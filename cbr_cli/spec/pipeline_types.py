@@ -55,6 +55,7 @@ CONV_KEYS = (
     "kernels",
     "from",
     "tensors",
+    "flip",
 )
 BN_KEYS = (
     "mode",
@@ -174,6 +175,9 @@ class ConvSpec:
     seed: int = 0  # default: the layer's index (0 for the first), so layers differ
     weight: str | TensorRef | None = None  # a .npy path or a tensor of the weight file
     kernels: tuple[str, ...] | None = None
+    flip: bool = False
+    """Flip every kernel 180° first: a true convolution (SciPy's ``convolve``, ImageMagick's
+    ``Convolve``) instead of PyTorch's cross-correlation."""
     where: dict[str, str] = field(default_factory=dict, compare=False)
 
     def check_groups(self, in_channels: int, label: str = "") -> None:
@@ -287,6 +291,7 @@ def pipeline_to_plain(spec: PipelineSpec) -> dict[str, Any]:
             "dilation": list(c.dilation),
             "groups": c.groups,
             "bias": c.bias if isinstance(c.bias, bool) else c.bias.plain(),
+            "flip": c.flip,
         }
         if isinstance(c.weight, TensorRef):
             conv["tensors"] = {"weight": c.weight.name}

@@ -117,8 +117,11 @@ def _padding(value: Value) -> tuple[int, int] | str:
     if isinstance(value.data, str) and not value.data.strip().lstrip("+-").isdigit():
         if value.data in PADDING_STRINGS:
             return value.data
+        close = difflib.get_close_matches(value.data.strip().lower(), PADDING_STRINGS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
         raise value.error(
-            f"expected an int >= 0, a pair, or one of {list(PADDING_STRINGS)} (got {_show(value)})"
+            f"expected an int >= 0, a pair, or one of {list(PADDING_STRINGS)} "
+            f"(got {_show(value)}){hint}"
         )
     return _int_pair(value, 0, "a non-negative integer")
 

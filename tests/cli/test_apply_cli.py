@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from typer.main import get_command
 from typer.testing import CliRunner
 
 from cbr_cli import ops
@@ -347,8 +346,14 @@ def test_without_json_the_tables_go_to_stdout(tmp_path: Path) -> None:
     result = cbr("apply", image, "-o", tmp_path / "out", "-k", "sobel_x", "--no-channel-pngs")
     ok(result)
     assert result.stderr == ""
-    assert "img · layer1 · bn · 1x10x10" in result.stdout
-    assert "0:sobel_x" in result.stdout
+    assert "img · statistics per stage" in result.stdout  # one summary table per image
+    assert "0:sobel_x" not in result.stdout
+    verbose = cbr(
+        "apply", image, "-o", tmp_path / "out", "-k", "sobel_x", "--no-channel-pngs", "-v"
+    )
+    ok(verbose)
+    assert "img · layer1 · bn · 1x10x10" in verbose.stdout  # a table per stage with -v
+    assert "0:sobel_x" in verbose.stdout
     # rich wraps the last line at 80 columns when stdout is not a terminal: compare words.
     last = " ".join(result.stdout.split()[-6:])
     assert last == f"wrote 1 image folder(s) and {tmp_path / 'out' / 'manifest.json'}"
@@ -751,16 +756,7 @@ def test_kernels_unknown_name_suggests() -> None:
 # ------------------------------------------------------------------------ help
 
 
-def test_every_command_has_help_text() -> None:
-    group = get_command(app)
-    assert group.help
-    commands = group.commands  # type: ignore[attr-defined]
-    assert {"apply", "kernels"} <= set(commands)
-    for name, command in commands.items():
-        assert (command.help or "").strip(), f"cbr {name} has no help text"
-        for param in command.params:
-            if param.param_type_name == "option" and param.name != "help":
-                assert (getattr(param, "help", None) or "").strip(), f"cbr {name} {param.name}"
+# test_every_command_has_help_text: tests/cli/test_habits.py (invokes -h and --help)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,1 @@
+"""Tests of cbr_cli.core."""

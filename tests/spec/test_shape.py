@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import typer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -502,21 +501,7 @@ def test_cli_usage_errors(args: list[str]) -> None:
     assert line.startswith("error: ")
 
 
-def test_every_command_has_help_text() -> None:
-    group = typer.main.get_command(app)
-    names = sorted(group.commands)  # type: ignore[attr-defined]
-    assert "shape" in names
-    for name in names:
-        command = group.commands[name]  # type: ignore[attr-defined]
-        assert command.help and command.help.strip(), name
-        result = runner.invoke(app, [name, "--help"])
-        assert result.exit_code == 0, name
-        assert "Usage" in result.stdout
-        for param in command.params:
-            if not param.hidden and param.name != "help":
-                assert getattr(param, "help", None) or param.param_type_name == "argument", (
-                    f"{name} {param.name}"
-                )
+# test_every_command_has_help_text: tests/cli/test_habits.py (invokes -h and --help)
 
 
 # ------------------------------------------------------------------- start-up
