@@ -24,6 +24,7 @@ from cbr_cli.core.moments import Moments
 from cbr_cli.errors import CbrError
 from cbr_cli.run.pipeline import build_layers
 from cbr_cli.spec.flags import LayerFlags, build_spec
+from tests.helpers import one_line_error
 
 runner = CliRunner()
 
@@ -324,10 +325,8 @@ def calibrate(tmp_path: Path, config: Path, out: Path | str, *extra: str):
 
 
 def assert_one_line_error(result, message: str, code: int = 2) -> None:
-    """Exit code, nothing on stdout, exactly ``error: message`` on stderr (no progress)."""
-    assert result.exit_code == code, result.output
-    assert result.stdout == ""
-    assert result.stderr == f"error: {message}\n"
+    """The shared one-line check, and the line is exactly ``error: message``."""
+    assert one_line_error(result, exit_code=code) == f"error: {message}"
 
 
 def test_an_output_folder_that_does_not_exist_is_refused_before_any_work(tmp_path, two_bn):

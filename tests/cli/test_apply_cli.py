@@ -26,38 +26,16 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cbr_cli import ops
-from cbr_cli.cli.app import app
 from cbr_cli.core.kernels import KERNELS, stack_kernels
 from cbr_cli.errors import CbrError
 from cbr_cli.io import render
 from cbr_cli.io.images import load_image
 from cbr_cli.run import apply
-from tests.helpers import REPO
+from tests.helpers import REPO, cbr, ok, one_line_error
 
 SAMPLES = REPO / "samples"
 
 runner = CliRunner()
-
-
-def cbr(*args: str | os.PathLike[str]):
-    return runner.invoke(app, [os.fspath(a) for a in args])
-
-
-def ok(result) -> None:
-    assert result.exit_code == 0, (result.exit_code, result.stderr, result.exception)
-
-
-def one_line_error(result, *fragments: str, exit_code: int = 2) -> str:
-    """Exit code, empty stdout, one ``error: ...`` line on stderr containing ``fragments``."""
-    assert result.exit_code == exit_code, (result.exit_code, result.stderr, result.exception)
-    assert result.stdout == ""
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: "), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
 
 
 def assert_close(actual: np.ndarray, expected: np.ndarray) -> None:

@@ -11,6 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cbr_cli.cli.app import app
+from tests.helpers import one_line_error  # noqa: F401  (re-exported to the weights tests)
 from tests.io.weights_helpers import FIXTURES, outputs
 
 runner = CliRunner()
@@ -101,14 +102,3 @@ def max_error_vs_torch(data: dict, layer_names: list[str], blocks=TORCH_BLOCKS) 
             worst = max(worst, float(np.abs(array - expected).max()))
     assert len(got) == 3 * len(layer_names)
     return worst
-
-
-def one_line_error(result, *parts: str) -> str:
-    """Exit 2, nothing on stdout, exactly one ``error:`` line on stderr holding ``parts``."""
-    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for part in parts:
-        assert part in lines[0], (part, lines[0])
-    return lines[0]

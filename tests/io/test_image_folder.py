@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from cbr_cli.cli.app import app
 from cbr_cli.errors import CbrError
-from tests.helpers import REPO
+from tests.helpers import REPO, cbr, one_line_error
 
 # The names as documented (README, cbr_cli.io.image_folder); spelled out here so that the
 # end-to-end tests also run against code that predates that module.
@@ -32,10 +32,6 @@ STAGING_PREFIX = ".cbr-staging-"
 
 runner = CliRunner()
 FAST = ["--no-channel-pngs", "-k", "box"]
-
-
-def cbr(*args: str | os.PathLike[str]):
-    return runner.invoke(app, [os.fspath(a) for a in args])
 
 
 def png(path: Path, size: tuple[int, int] = (12, 16), seed: int = 0) -> Path:
@@ -55,17 +51,6 @@ def tree(root: Path) -> dict[str, bytes]:
         elif path.is_file():
             found[rel] = path.read_bytes()
     return found
-
-
-def one_line_error(result, *fragments: str, exit_code: int = 2) -> str:
-    assert result.exit_code == exit_code, (result.exit_code, result.stderr, result.exception)
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: "), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
 
 
 def manifest_is_consistent(out: Path) -> None:

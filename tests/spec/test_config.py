@@ -32,6 +32,7 @@ from cbr_cli.spec.flags import LayerFlags, build_spec
 from cbr_cli.spec.pipeline_spec import parse_pipeline
 from cbr_cli.spec.pipeline_types import MAX_CHANNELS, MAX_SIDE, PipelineSpec
 from cbr_cli.spec.yaml_reader import MAX_DEPTH, MAX_VALUES, Value, from_plain, load_yaml
+from tests.helpers import one_line_error
 
 runner = CliRunner()
 
@@ -60,15 +61,8 @@ def run_config(text: str | bytes, *flags: str, name: str = "c.yaml"):
 
 def assert_one_line_error(result, prefix: str, *fragments: str) -> str:
     """Exit code 2, no stdout, one ``error:`` line on stderr starting with ``prefix``."""
-    assert result.exit_code == 2, (result.exit_code, result.stderr, result.exception)
-    assert result.stdout == ""
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    line = lines[0]
+    line = one_line_error(result, *fragments)
     assert line.startswith("error: " + prefix), line
-    for fragment in fragments:
-        assert fragment in line, (fragment, line)
     # Errors found while building the layers come after run_apply created OUT: allow an
     # empty folder, but no file (see test_errors_found_when_building_layers_leave_no_folder).
     assert not Path("out").exists() or not any(Path("out").rglob("*"))
