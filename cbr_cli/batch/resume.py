@@ -69,8 +69,11 @@ def file_digest(path: str | os.PathLike[str]) -> str:
 
 
 def npy_digests(plain: Any) -> dict[str, str]:
-    """``{path: sha256}`` of every ``.npy`` file named in config data."""
+    """``{path: sha256}`` of every ``.npy`` file named in config data, and of its
+    ``weights:`` file (a state_dict or model), so that editing any of them in place counts."""
     found: dict[str, str] = {}
+    if isinstance(plain, dict) and isinstance(plain.get("weights"), str):
+        found[plain["weights"]] = file_digest(plain["weights"])
 
     def visit(value: Any) -> None:
         if isinstance(value, dict):

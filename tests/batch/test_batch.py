@@ -601,3 +601,26 @@ def test_commands_have_help(command: str):
     result = runner.invoke(app, [command, "--help"])
     assert result.exit_code == 0
     assert "Usage" in result.stdout and len(result.stdout) > 500
+
+
+def test_editing_the_weights_file_in_place_redoes_the_images(tmp_path: Path):
+    """The resume fingerprint covers a ``weights:`` file's bytes, not just its path."""
+    rng = np.random.default_rng(3)
+    save(tmp_path / "in" / "a.png", rng)
+    weights = tmp_path / "w.npz"
+    np.savez(weights, **{"conv1.weight": rng.standard_normal((2, 3, 3, 3)).astype(np.float32)})
+    config = tmp_path / "net.yaml"
+    config.write_text("weights: w.npz\nlayers:\n  - conv: {from: conv1, padding: 1}\n")
+    args = ["batch", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-c", str(config)]
+    args += ["-j", "1", "--save-npy", *NO_PNGS]
+    assert runner.invoke(app, args).exit_code == 0
+    npy = tmp_path / "out" / "a" / "layer1_conv.npy"
+    written = npy.stat().st_mtime_ns
+    assert runner.invoke(app, args).exit_code == 0
+    assert npy.stat().st_mtime_ns == written  # unchanged weights: the image is skipped
+    before = np.load(npy)
+    np.savez(weights, **{"conv1.weight": rng.standard_normal((2, 3, 3, 3)).astype(np.float32)})
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.stderr
+    after = np.load(npy)
+    assert not np.array_equal(before, after)  # redone with the new weights, not skipped
