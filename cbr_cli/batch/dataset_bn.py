@@ -223,27 +223,14 @@ def dataset_bn_stats(
                 f" ({k + 1}/{len(indices)})" if len(indices) > 1 else ""
             )
             jobs_k = [(pos, paths[i], index, known) for pos, i in enumerate(remaining)]
-            merged = InOrder[dict[str, Moments] | None]()
-            totals: dict[str, Moments] = {}
-            progress = Progress(phase, len(jobs_k))
-            workers.start()
-            if on_progress:
-                on_progress(progress)
-            for (pos, _, _, _), outcome in workers.run(_moments_task, jobs_k):
-                i = remaining[pos]
-                if isinstance(outcome, str):
-                    failures[i] = outcome
-                for _, ready in merged.add(pos, None if isinstance(outcome, str) else outcome):
-                    for key, m in (ready or {}).items():
-                        totals[key] = totals[key].merge(m) if key in totals else m
-                progress = _advance(progress, outcome, labels[i], on_progress)
-                if fail_fast and failures:
-                    workers.stop()
-                    return DatasetStats(layers, 0, _listed(failures, labels), stopped=True)
+            labels_k = [labels[i] for i in remaining]
+            moments, failed = _one_layer(workers, jobs_k, phase, labels_k, on_progress, fail_fast)
+            failures.update({remaining[pos]: reason for pos, reason in failed.items()})
+            if fail_fast and failures:
+                return DatasetStats(layers, 0, _listed(failures, labels), stopped=True)
             remaining = [i for i in remaining if i not in failures]
-            if name not in totals:  # every image failed
+            if moments is None:  # every image failed
                 return DatasetStats({}, 0, _listed(failures, labels))
-            moments = totals[name]
             if moments.count <= 1:
                 raise CbrError(
                     f"layer {name!r}: bn mode 'batch' needs more than one value per channel "
@@ -252,6 +239,37 @@ def dataset_bn_stats(
             layers[name] = moments
             known = {**known, name: (moments.mean, moments.var)}
     return DatasetStats(layers, len(remaining), _listed(failures, labels))
+
+
+def _one_layer(
+    workers: WorkerPool[Any],
+    jobs: list[tuple[int, str, int, dict[str, Any]]],
+    phase: str,
+    labels: Sequence[str],
+    on_progress: ProgressCallback | None,
+    fail_fast: bool,
+) -> tuple[Moments | None, dict[int, str]]:
+    """One pass over the images for one BN layer: its moments merged in image order (None
+    if every image failed), and the failures by position in ``jobs``. With ``fail_fast``
+    the pass stops, and the workers with it, at the first failure."""
+    merged = InOrder[dict[str, Moments] | None]()
+    total: Moments | None = None
+    failures: dict[int, str] = {}
+    progress = Progress(phase, len(jobs))
+    workers.start()
+    if on_progress:
+        on_progress(progress)
+    for (pos, _, _, _), outcome in workers.run(_moments_task, jobs):
+        if isinstance(outcome, str):
+            failures[pos] = outcome
+        for _, ready in merged.add(pos, None if isinstance(outcome, str) else outcome):
+            for m in (ready or {}).values():
+                total = m if total is None else total.merge(m)
+        progress = _advance(progress, outcome, labels[pos], on_progress)
+        if fail_fast and failures:
+            workers.stop()
+            break
+    return total, failures
 
 
 def _advance(
