@@ -92,13 +92,14 @@ def batch(
     dask: Annotated[
         Optional[str],
         typer.Option(
-            "--dask", metavar="ADDRESS",
+            "--dask",
+            metavar="ADDRESS",
             help="Run the images and the BN statistics pass on a Dask cluster: a scheduler "
             "tcp://HOST:PORT, or local[:N] (N worker processes here). IN_DIR and OUT must be "
             "on a filesystem every worker sees. Needs the dask extra.",
             rich_help_panel=FOLDER,
         ),
-    ] = None,  # fmt: skip
+    ] = None,
     colormap: opt.Colormap = None,
     normalize: opt.Normalize = "per-stage",
     save_npy: opt.SaveNpy = False,

@@ -17,6 +17,10 @@ from tests.helpers import run_python
 runner = CliRunner()
 
 
+def cli(tmp_path: Path, pipeline: Path) -> list[str]:
+    return ["batch", str(tmp_path / "in"), "-r", "-c", str(pipeline), "-o", str(tmp_path / "o")]
+
+
 def digest(root: Path) -> str:
     """One hash of every file's path and bytes; manifest.json with its options normalised."""
     h = hashlib.sha256()
@@ -49,8 +53,7 @@ def test_bad_dask_address_is_one_line(tmp_path, pipeline):
     make_folder(tmp_path / "in", 1)
     result = runner.invoke(
         app,
-        ["batch", str(tmp_path / "in"), "-r", "-c", str(pipeline), "-o", str(tmp_path / "o")]
-        + ["--dask", "udp://x"],
+        [*cli(tmp_path, pipeline), "--dask", "udp://x"],
     )
     assert result.exit_code == 2
     assert "--dask" in result.stderr and "tcp://HOST:PORT" in result.stderr
@@ -62,8 +65,7 @@ def test_dask_missing_extra_is_one_line(tmp_path, pipeline, monkeypatch):
     make_folder(tmp_path / "in", 1)
     result = runner.invoke(
         app,
-        ["batch", str(tmp_path / "in"), "-r", "-c", str(pipeline), "-o", str(tmp_path / "o")]
-        + ["--dask", "local:1"],
+        [*cli(tmp_path, pipeline), "--dask", "local:1"],
     )
     assert result.exit_code == 2
     assert "--dask needs the dask extra: pip install 'cbr-cli[dask]'" in result.stderr
