@@ -39,7 +39,7 @@ def _noop_with(value: object, item: int) -> int:
 def main() -> None:
     import distributed
 
-    from cbr_cli import batch
+    from cbr_cli.batch import runner as batch
     from cbr_cli.batch.dask_pool import DaskPool
     from cbr_cli.batch.options import BatchOptions
     from cbr_cli.batch.pool import WorkerPool

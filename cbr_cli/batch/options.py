@@ -22,6 +22,9 @@ class BatchOptions:
     force: bool = False
     fail_fast: bool = False
     prune: bool = False
+    dask: str | None = None
+    """``--dask``: a scheduler ``tcp://HOST:PORT`` or ``local[:N]`` (see
+    :mod:`cbr_cli.batch.dask_pool`); None runs on local worker processes."""
     output: ApplyOptions = field(default_factory=ApplyOptions)
 
 

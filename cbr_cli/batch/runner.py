@@ -340,6 +340,17 @@ def run_batch(
         return _locked_run(run, os.fspath(in_dir), spec, options)
 
 
+def _make_pool(run: _Run, in_dir: str, options: BatchOptions) -> Any:
+    """The local :class:`WorkerPool`, or with ``--dask`` a :class:`DaskPool` (same interface)."""
+    if options.dask is None:
+        return WorkerPool(run.workers, run.setup)
+    try:
+        from cbr_cli.batch.dask_pool import DaskPool
+    except ImportError:
+        raise CbrError("--dask needs the dask extra: pip install 'cbr-cli[dask]'") from None
+    return DaskPool(options.dask, run.setup, folders=[os.path.abspath(in_dir), run.out_root])
+
+
 def _locked_run(run: _Run, in_dir: str, spec: PipelineSpec, options: BatchOptions) -> BatchResult:
     """The part of :func:`run_batch` that reads and writes OUT (holding its lock)."""
     from cbr_cli.batch.reports import write_reports
@@ -352,7 +363,7 @@ def _locked_run(run: _Run, in_dir: str, spec: PipelineSpec, options: BatchOption
     if not needs_whole_batch(spec):  # an earlier run's, with another pipeline
         with contextlib.suppress(FileNotFoundError):
             os.unlink(Path(run.out_root) / BN_STATS_FILE)
-    with WorkerPool(run.workers, run.setup) as pool:
+    with _make_pool(run, in_dir, options) as pool:
         try:
             stats = run.calibrate(pool) if needs_whole_batch(spec) else None
             if not run.stopped and (stats is not None or not needs_whole_batch(spec)):

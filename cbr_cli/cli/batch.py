@@ -90,6 +90,17 @@ def batch(
             rich_help_panel=FOLDER,
         ),
     ] = False,
+    dask: Annotated[
+        Optional[str],
+        typer.Option(
+            "--dask",
+            metavar="ADDRESS",
+            help="Run the images and the BN statistics pass on a Dask cluster: a scheduler "
+            "tcp://HOST:PORT, or local[:N] (N worker processes here). IN_DIR and OUT must be "
+            "on a filesystem every worker sees. Needs the dask extra.",
+            rich_help_panel=FOLDER,
+        ),
+    ] = None,
     colormap: opt.Colormap = None,
     normalize: opt.Normalize = "per-stage",
     save_npy: opt.SaveNpy = False,
@@ -124,6 +135,7 @@ def batch(
             force=force,
             fail_fast=fail_fast,
             prune=prune,
+            dask=dask,
             output=opt.output_options(out, colormap, normalize, save_npy, channel_pngs, resize),
         )
         with ProgressDisplay(Console(stderr=True)) as display:
