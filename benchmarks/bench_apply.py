@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cbr_cli.run.apply import ApplyOptions, process_image, run_apply
+from cbr_cli.run.apply import process_image, run_apply
+from cbr_cli.run.records import ApplyOptions
 from cbr_cli.spec.flags import LayerFlags, build_spec
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -44,7 +44,7 @@ def main() -> None:
     from cbr_cli.batch.options import BatchOptions
     from cbr_cli.batch.pool import WorkerPool
     from cbr_cli.batch.runner import run_batch
-    from cbr_cli.run.apply import ApplyOptions
+    from cbr_cli.run.records import ApplyOptions
     from cbr_cli.spec.flags import LayerFlags, build_spec
 
     parser = argparse.ArgumentParser()

@@ -36,7 +36,8 @@ from PIL import Image, PngImagePlugin
 
 import cbr_cli.io.writers as writers
 from cbr_cli.io import png
-from cbr_cli.run.apply import ApplyOptions, run_apply
+from cbr_cli.run.apply import run_apply
+from cbr_cli.run.records import ApplyOptions
 from cbr_cli.spec.flags import LayerFlags, build_spec
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,7 +18,7 @@ from cbr_cli.core.kernels import expand_names
 from cbr_cli.io.render.colorize import colorize
 from cbr_cli.io.render.colormaps import default_colormap
 from cbr_cli.io.render.ranges import display_ranges
-from cbr_cli.run.apply import load_batch
+from cbr_cli.run.inputs import load_batch
 from cbr_cli.run.pipeline import build_layers, normalize_input, run_layers
 from cbr_cli.spec.flags import LayerFlags, build_spec
 

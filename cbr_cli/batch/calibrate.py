@@ -32,7 +32,7 @@ from cbr_cli.batch.discover import discover
 from cbr_cli.batch.pool import Progress, resolve_jobs
 from cbr_cli.batch.scan import RunSetup, check_config, scan_folder
 from cbr_cli.errors import CbrError
-from cbr_cli.run.apply import ApplyOptions
+from cbr_cli.run.records import ApplyOptions
 from cbr_cli.spec.pipeline_types import PipelineSpec
 
 ProgressCallback = Callable[[Progress], None]

@@ -68,8 +68,8 @@ from cbr_cli.batch.scan import RunSetup, failure_reason
 from cbr_cli.core import ops
 from cbr_cli.core.moments import Moments
 from cbr_cli.errors import CbrError
-from cbr_cli.run.apply import ApplyOptions
 from cbr_cli.run.pipeline import run_layers
+from cbr_cli.run.records import ApplyOptions
 from cbr_cli.spec.pipeline_types import PipelineSpec
 
 ProgressCallback = Callable[[Progress], None]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cbr_cli.run.apply import ApplyOptions
+from cbr_cli.run.records import ApplyOptions
 
 
 @dataclass(frozen=True)

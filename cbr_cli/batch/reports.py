@@ -102,7 +102,7 @@ def write_reports(
 ) -> dict[str, str]:
     """Write the four folder-level files; returns ``{kind: path}``."""
     from cbr_cli.io.writers import atomic_writer, write_json
-    from cbr_cli.run.apply import manifest
+    from cbr_cli.run.manifest import manifest
 
     root = Path(out_root)
     paths = {

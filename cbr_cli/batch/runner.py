@@ -62,8 +62,9 @@ from cbr_cli.batch.resume import (
 from cbr_cli.batch.scan import RunSetup, check_config, failure_reason, scan_folder
 from cbr_cli.errors import CbrError
 from cbr_cli.io.image_folder import ImageFolder, OutTree, find_recorded_folders
-from cbr_cli.run.apply import ApplyOptions, process_image
+from cbr_cli.run.apply import process_image
 from cbr_cli.run.pipeline import needs_whole_batch
+from cbr_cli.run.records import ApplyOptions
 from cbr_cli.spec.pipeline_types import PipelineSpec
 
 BN_STATS_FILE = "bn_stats.json"

@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cbr_cli.errors import CbrError
-from cbr_cli.run.apply import ApplyOptions, load_batch
+from cbr_cli.run.inputs import load_batch
 from cbr_cli.run.pipeline import BuiltLayer, build_layers, normalize_input
+from cbr_cli.run.records import ApplyOptions
 from cbr_cli.spec.pipeline_types import PipelineSpec
 
 

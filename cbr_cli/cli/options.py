@@ -16,7 +16,7 @@ import typer
 from cbr_cli.errors import CbrError
 
 if TYPE_CHECKING:
-    from cbr_cli.run.apply import ApplyOptions
+    from cbr_cli.run.records import ApplyOptions
     from cbr_cli.spec.flags import LayerFlags
 
 T = TypeVar("T")
@@ -357,7 +357,7 @@ def output_options(
 ) -> "ApplyOptions":
     """Validate the output flags shared by ``apply`` and ``batch`` into ApplyOptions."""
     from cbr_cli.io import render
-    from cbr_cli.run.apply import ApplyOptions
+    from cbr_cli.run.records import ApplyOptions
 
     if colormap is not None and colormap.lower() not in render.COLORMAPS:
         raise CbrError(

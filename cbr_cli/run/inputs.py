@@ -17,6 +17,9 @@ They reproduce torchvision's evaluation transform ``Resize(256)`` + ``CenterCrop
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 
 from cbr_cli.errors import CbrError
@@ -66,3 +69,60 @@ def center_crop(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     top = round((height - crop_h) / 2.0)
     left = round((width - crop_w) / 2.0)
     return np.ascontiguousarray(pixels[:, top : top + crop_h, left : left + crop_w])
+
+
+def load_batch(
+    paths: Sequence[str],
+    color: str | None,
+    resize: tuple[int, int] | None,
+    inputs: InputSpec | None = None,
+) -> tuple[np.ndarray | list[np.ndarray], list[dict[str, Any]]]:
+    """Decode images; returns pixel arrays (C, H, W) and a description of each source.
+
+    Without an explicit colour, a mix of gray and RGB images is promoted to RGB (a gray
+    image's channel is repeated), so every image feeds the same first layer. ``inputs``'
+    ``resize``/``crop`` (:mod:`cbr_cli.run.inputs`) apply after ``resize`` (``--resize``).
+    """
+    from cbr_cli.io.images import load_image
+
+    loaded = [load_image(p, color) for p in paths]  # type: ignore[arg-type]
+    pixels = [im.pixels for im in loaded]
+    if color is None and len({p.shape[0] for p in pixels}) > 1:
+        pixels = [np.repeat(p, 3, axis=0) if p.shape[0] == 1 else p for p in pixels]
+    if resize is not None:
+        pixels = [_resize(p, resize) for p in pixels]
+    if inputs is not None and (inputs.resize is not None or inputs.crop is not None):
+        from cbr_cli.run.inputs import prepare
+
+        pixels = [prepare(p, inputs, path) for p, path in zip(pixels, paths, strict=True)]
+    sources = [
+        {
+            "format": im.format,
+            "mode": im.source_mode,
+            "bit_depth": im.bit_depth,
+            "max_value": im.max_value,
+            "size": [im.height, im.width],
+            "channels": int(p.shape[0]),
+            "notes": list(im.notes),
+        }
+        for im, p in zip(loaded, pixels, strict=True)
+    ]
+    return pixels, sources
+
+
+def _resize(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+
+    height, width = size
+    if height * width > Image.MAX_IMAGE_PIXELS:  # the decompression-bomb limit, as for files
+        raise CbrError(
+            f"--resize {height}x{width}: {height * width} pixels is more than the "
+            f"{Image.MAX_IMAGE_PIXELS} an image may have"
+        )
+    if pixels.shape[1:] == (height, width):
+        return pixels
+    out = np.empty((pixels.shape[0], height, width), dtype=np.float32)
+    for c in range(pixels.shape[0]):  # per channel: Pillow resamples float32 ("F") images
+        image = Image.fromarray(np.ascontiguousarray(pixels[c]), mode="F")
+        out[c] = np.asarray(image.resize((width, height), Image.Resampling.BICUBIC))
+    return out

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cbr_cli.errors import CbrError
+from cbr_cli.spec.pipeline_types import PipelineSpec
 
 if TYPE_CHECKING:
     from cbr_cli.spec.layerstack import StackResult
@@ -76,7 +77,7 @@ def _grid_bytes(channels: int, height: int, width: int) -> tuple[int, int]:
     """Bytes of one stage's grid tiles (all of them, RGB) and of the finished grid.
 
     The tile size as ``cbr apply`` draws it (subsampled to at most
-    ``run.apply.GRID_TILE_MAX`` on a side, fewer for many channels; the render
+    ``run.image_writer.GRID_TILE_MAX`` on a side, fewer for many channels; the render
     package's :func:`~cbr_cli.io.render.grid.grid_tile_scale` shrinks by area average
     and enlarges small maps to at least its ``GRID_TILE_MIN``: the larger of the two).
     """
@@ -234,3 +235,44 @@ def steady_allocator() -> bool:
         return bool(libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024))
     except (OSError, AttributeError):
         return False
+
+
+def geometry(spec: PipelineSpec, shape: tuple[int, int, int]) -> StackResult:
+    """The layer arithmetic of ``spec`` on inputs of ``shape`` (C, H, W), as ``cbr shape``
+    computes it; raises its CbrError (an empty output, ...) before anything is built."""
+    from cbr_cli.spec.layerstack import analyze
+
+    return analyze(spec, shape)
+
+
+def memory_needed(stack: StackResult, images: int, channel_pngs: bool = True) -> int:
+    """Bytes a run of ``images`` images of ``stack.input_shape`` needs at its peak, at most:
+    :func:`cbr_cli.run.memory.apply_peak` (stage outputs, input copies, weights, engine
+    scratch, colouring, grids and the PNG encoders' buffers)."""
+    from cbr_cli.run.memory import apply_peak
+
+    return apply_peak(stack, images, channel_pngs=channel_pngs).total
+
+
+def check_memory(
+    stack: StackResult | None,
+    shape: tuple[int, int, int],
+    images: int,
+    channel_pngs: bool = True,
+) -> None:
+    """Refuse a run whose arrays would not fit in the available memory (one-line error).
+
+    The estimate is :func:`memory_needed`, an upper bound; the message says what makes
+    the run fit (:func:`cbr_cli.run.memory.too_big`). Without it, Linux kills the
+    process instead of numpy raising MemoryError.
+    """
+    if stack is None:
+        return
+    from cbr_cli.run.memory import apply_peak, too_big
+
+    available = available_memory()
+    if available is None:
+        return
+    peak = apply_peak(stack, images, channel_pngs=channel_pngs)
+    if peak.total > available:
+        raise too_big(stack, images, peak, available, channel_pngs)

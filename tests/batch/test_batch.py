@@ -20,7 +20,8 @@ from cbr_cli.batch.discover import discover, plan_outputs
 from cbr_cli.batch.resume import MARKER
 from cbr_cli.cli.app import app
 from cbr_cli.errors import CbrError
-from cbr_cli.run.apply import ApplyOptions, run_apply
+from cbr_cli.run.apply import run_apply
+from cbr_cli.run.records import ApplyOptions
 from cbr_cli.spec.flags import LayerFlags, build_spec
 
 runner = CliRunner()

@@ -17,7 +17,7 @@ from cbr_cli.batch.options import BatchOptions  # noqa: E402
 from cbr_cli.batch.pool import WorkerPool, state  # noqa: E402
 from cbr_cli.batch.runner import run_batch  # noqa: E402
 from cbr_cli.errors import CbrError  # noqa: E402
-from cbr_cli.run.apply import ApplyOptions  # noqa: E402
+from cbr_cli.run.records import ApplyOptions  # noqa: E402
 from cbr_cli.spec.flags import LayerFlags, build_spec  # noqa: E402
 from tests.batch.conftest import PIPELINE, make_folder, tree  # noqa: E402
 

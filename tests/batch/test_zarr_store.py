@@ -24,7 +24,8 @@ from cbr_cli.batch.zarr_store import (  # noqa: E402
     tree_digest,
 )
 from cbr_cli.errors import CbrError  # noqa: E402
-from cbr_cli.run.apply import ApplyOptions, run_apply  # noqa: E402
+from cbr_cli.run.apply import run_apply  # noqa: E402
+from cbr_cli.run.records import ApplyOptions  # noqa: E402
 from cbr_cli.spec.flags import LayerFlags, build_spec  # noqa: E402
 from tests.batch.conftest import make_folder  # noqa: E402
 from tests.batch.storehelp import prepare, write_all  # noqa: E402

@@ -30,7 +30,7 @@ from cbr_cli.core.kernels import KERNELS, stack_kernels
 from cbr_cli.errors import CbrError
 from cbr_cli.io import render
 from cbr_cli.io.images import load_image
-from cbr_cli.run import apply
+from cbr_cli.run import memory as run_memory
 from tests.helpers import REPO, cbr, ok, one_line_error
 
 SAMPLES = REPO / "samples"
@@ -683,7 +683,7 @@ def test_large_dilation_same_runs_without_padding_the_whole_input(tmp_path: Path
 def test_memory_estimate_counts_the_padded_input(tmp_path: Path, monkeypatch) -> None:
     # Padding 6000 with stride 6000: a 3x3 output, but the engine pads the 64x64 input
     # to 12064x12064 (582 MB). With 256 MiB available that must be refused up front.
-    monkeypatch.setattr(apply, "available_memory", lambda: 256 * 2**20)
+    monkeypatch.setattr(run_memory, "available_memory", lambda: 256 * 2**20)
     image = gray_png(tmp_path / "img.png", 64, 64)
     args = ("--padding", "6000", "--stride", "6000", "--out-channels", "2")
     result, peak = traced_peak(lambda: cbr("apply", image, "-o", tmp_path / "out", *args))

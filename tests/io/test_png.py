@@ -211,7 +211,8 @@ def test_write_png_filters_by_kind_or_as_asked(tmp_path: Path) -> None:
 
 
 def test_apply_writes_input_up_grids_unfiltered_maps_up(tmp_path: Path) -> None:
-    from cbr_cli.run.apply import ApplyOptions, run_apply
+    from cbr_cli.run.apply import run_apply
+    from cbr_cli.run.records import ApplyOptions
     from cbr_cli.spec.flags import LayerFlags, build_spec
 
     photo = tmp_path / "photo.png"

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from cbr_cli.cli.app import app
 from cbr_cli.errors import CbrError
-from cbr_cli.run import apply
+from cbr_cli.run import memory as run_memory
 from cbr_cli.run.memory import ENCODE_QUEUE, apply_peak, too_big
 from cbr_cli.spec.flags import LayerFlags, build_spec
 from cbr_cli.spec.layerstack import analyze
@@ -70,7 +70,7 @@ def test_the_estimate_counts_every_stage_and_the_encoders() -> None:
 def test_apply_refuses_with_one_line_before_writing(tmp_path: Path, monkeypatch) -> None:
     image = tmp_path / "img.png"
     Image.fromarray(np.zeros((300, 200), np.uint8)).save(image)
-    monkeypatch.setattr(apply, "available_memory", lambda: 30 * 2**20)
+    monkeypatch.setattr(run_memory, "available_memory", lambda: 30 * 2**20)
     result = runner.invoke(
         app, ["apply", str(image), "-o", str(tmp_path / "out"), "--out-channels", "64"]
     )
@@ -85,8 +85,8 @@ def test_apply_refuses_with_one_line_before_writing(tmp_path: Path, monkeypatch)
 
 def test_a_fitting_run_is_not_refused(monkeypatch) -> None:
     s = stack(3, 64, 64)
-    monkeypatch.setattr(apply, "available_memory", lambda: apply_peak(s).total)
-    apply.check_memory(s, (3, 64, 64), 1)
-    monkeypatch.setattr(apply, "available_memory", lambda: apply_peak(s).total - 1)
+    monkeypatch.setattr(run_memory, "available_memory", lambda: apply_peak(s).total)
+    run_memory.check_memory(s, (3, 64, 64), 1)
+    monkeypatch.setattr(run_memory, "available_memory", lambda: apply_peak(s).total - 1)
     with pytest.raises(CbrError):
-        apply.check_memory(s, (3, 64, 64), 1)
+        run_memory.check_memory(s, (3, 64, 64), 1)

@@ -2,7 +2,7 @@
 
 Each run is ``python -m cbr_cli apply`` in a fresh interpreter that reports its own peak
 RSS (``VmHWM``: ``getrusage``'s ``ru_maxrss`` would carry pytest's own peak over the
-fork and exec) and its RSS when the check runs (``run.apply.check_memory``, wrapped).
+fork and exec) and its RSS when the check runs (``run.memory.check_memory``, wrapped).
 What the run adds after the check is what the estimate must cover: the decoded images
 and the imported modules are already there, and the check compares the estimate with
 the memory available at that moment.  Sizes are chosen so that the feature maps
@@ -19,8 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cbr_cli.run.apply import geometry
-from cbr_cli.run.memory import apply_peak
+from cbr_cli.run.memory import apply_peak, geometry
 from cbr_cli.spec.flags import LayerFlags, build_spec
 
 WRAPPER = r"""

@@ -24,8 +24,9 @@ from cbr_cli.io.render.ranges import MAX_RULE
 from cbr_cli.io.render.report import render_report
 from cbr_cli.io.render.report_context import ReportContext, report_context
 from cbr_cli.io.writers import write_png
-from cbr_cli.run.apply import ApplyOptions, ApplyResult, run_apply
+from cbr_cli.run.apply import run_apply
 from cbr_cli.run.pipeline import build_layers
+from cbr_cli.run.records import ApplyOptions, ApplyResult
 from cbr_cli.spec.flags import LayerFlags, build_spec
 from tests.helpers import REPO
 

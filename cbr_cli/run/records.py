@@ -1,0 +1,88 @@
+"""What ``cbr apply`` was asked (:class:`ApplyOptions`) and what it wrote, per image and stage.
+
+Plain records: ``to_dict`` gives the JSON of ``--json`` and the manifest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from cbr_cli.core.stats import ChannelStats
+
+if TYPE_CHECKING:
+    pass
+
+
+@dataclass(frozen=True)
+class ApplyOptions:
+    out_dir: str = "cbr-out"
+    colormap: str | None = None
+    normalize: str = "per-stage"
+    save_npy: bool = False
+    channel_pngs: bool = True
+    resize: tuple[int, int] | None = None
+
+
+@dataclass
+class StageRecord:
+    layer: str
+    stage: str
+    shape: tuple[int, int, int]
+    colormap: str
+    ranges: list[tuple[float, float]]
+    stats: list[ChannelStats]
+    labels: list[str]
+    files: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer,
+            "stage": self.stage,
+            "shape": list(self.shape),
+            "colormap": self.colormap,
+            "channels": [
+                {**s.to_dict(), "label": label, "vmin": r[0], "vmax": r[1]}
+                for s, r, label in zip(self.stats, self.ranges, self.labels, strict=True)
+            ],
+            "files": self.files,
+        }
+
+
+@dataclass
+class ImageRecord:
+    path: str
+    name: str
+    out_dir: str
+    source: dict[str, Any]
+    stages: list[StageRecord] = field(default_factory=list)
+    input_png: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "name": self.name,
+            "out_dir": self.out_dir,
+            "source": self.source,
+            "input_png": self.input_png,
+            "stages": [s.to_dict() for s in self.stages],
+        }
+
+
+@dataclass
+class ApplyResult:
+    images: list[ImageRecord]
+    manifest: str
+    timings: dict[str, float]
+    warnings: list[str] = field(default_factory=list)
+    """One line each: where the run departs from PyTorch or ignores input (as `cbr shape`)."""
+    notes: list[str] = field(default_factory=list)
+    """One line each: the weight file's conversions, where a model's chain stopped, ..."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "images": [i.to_dict() for i in self.images],
+            "manifest": self.manifest,
+            "warnings": self.warnings,
+            "notes": self.notes,
+        }
