@@ -101,8 +101,7 @@ def write_reports(
     bn_stats: str | None = None,
 ) -> dict[str, str]:
     """Write the four folder-level files; returns ``{kind: path}``."""
-    from cbr_cli.io.writers import atomic_writer, write_json
-    from cbr_cli.run.manifest import manifest
+    from cbr_cli.io.writers import write_json
 
     root = Path(out_root)
     paths = {
@@ -111,9 +110,24 @@ def write_reports(
         "failures": root / "failures.txt",
         "manifest": root / "manifest.json",
     }
+    entries, totals = _write_stats(paths["stats"], jobs, status, failures)
+    _write_aggregate(paths["aggregate"], totals)
+    _write_failures(paths["failures"], jobs, failures)
+    data = _folder_manifest(in_dir, spec, color, options, bn_stats, entries)
+    write_json(paths["manifest"], data)
+    return {kind: str(path) for kind, path in paths.items()}
+
+
+def _write_stats(
+    path: Path, jobs: list[ImageJob], status: dict[str, str], failures: dict[str, str]
+) -> tuple[list[dict[str, Any]], dict[tuple[str, str], _StageTotal]]:
+    """``stats.csv``: a row per image, stage and channel, from the done-markers; returns
+    each image's manifest entry and the per-stage totals for ``aggregate.csv``."""
+    from cbr_cli.io.writers import atomic_writer
+
     totals: dict[tuple[str, str], _StageTotal] = {}
     entries = []
-    with atomic_writer(paths["stats"], "w", durable=False) as f:
+    with atomic_writer(path, "w", durable=False) as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(STATS_COLUMNS)
         for job in jobs:
@@ -139,8 +153,14 @@ def write_reports(
                         [job.rel, stage["layer"], stage["stage"], c["channel"], c["label"]]
                         + [_num(c[k]) for k in STATS_COLUMNS[5:]]
                     )
+    return entries, totals
 
-    with atomic_writer(paths["aggregate"], "w", durable=False) as f:
+
+def _write_aggregate(path: Path, totals: dict[tuple[str, str], _StageTotal]) -> None:
+    """``aggregate.csv``: per layer, stage and channel over the whole folder."""
+    from cbr_cli.io.writers import atomic_writer
+
+    with atomic_writer(path, "w", durable=False) as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(AGGREGATE_COLUMNS)
         for (layer, stage), total in totals.items():
@@ -155,14 +175,30 @@ def write_reports(
                     + [_num(total.zeros[c] / m.count), _num(total.negatives[c] / m.count)]
                 )
 
-    with atomic_writer(paths["failures"], "w", durable=False) as f:
+
+def _write_failures(path: Path, jobs: list[ImageJob], failures: dict[str, str]) -> None:
+    """``failures.txt``: one ``image: reason`` line per failed image, in sorted order."""
+    from cbr_cli.io.writers import atomic_writer
+
+    with atomic_writer(path, "w", durable=False) as f:
         for job in jobs:
             if job.rel in failures:
                 f.write(f"{job.rel}: {failures[job.rel]}\n")
 
-    data = manifest(spec, [], options.output)
-    data.pop("created", None)
-    data.pop("inputs", None)
+
+def _folder_manifest(
+    in_dir: str,
+    spec: PipelineSpec,
+    color: str | None,
+    options: BatchOptions,
+    bn_stats: str | None,
+    entries: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The folder's ``manifest.json``: the run (as ``cbr apply`` describes it), the folder
+    and every image's entry with the counts."""
+    from cbr_cli.run.manifest import run_description
+
+    data = run_description(spec, options.output)
     data["options"]["channel_pngs"] = options.output.channel_pngs
     data["options"]["color"] = color
     data["input"] = {
@@ -176,5 +212,4 @@ def write_reports(
         kind: sum(1 for e in entries if e["status"] == kind)
         for kind in ("done", "failed", "not run")
     }
-    write_json(paths["manifest"], data)
-    return {kind: str(path) for kind, path in paths.items()}
+    return data

@@ -20,10 +20,9 @@ def run_notes(spec: PipelineSpec) -> list[str]:
     return list(dict.fromkeys(notes))
 
 
-def manifest(
-    spec: PipelineSpec, records: list[ImageRecord], options: ApplyOptions
-) -> dict[str, Any]:
-    """What was run, on what, with which versions: enough to reproduce the run."""
+def run_description(spec: PipelineSpec, options: ApplyOptions) -> dict[str, Any]:
+    """What was run and with which versions (no inputs, no time): what ``cbr apply``'s and
+    ``cbr batch``'s manifests share."""
     import platform
     from importlib import metadata
 
@@ -37,7 +36,6 @@ def manifest(
             versions[package] = None
     return {
         "cbr_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config_source": spec.source,
         "pipeline": spec.to_plain(),
         "seeds": {
@@ -45,7 +43,6 @@ def manifest(
             for layer in spec.layers
             if layer.conv.weight is None and layer.conv.kernels is None
         },
-        "inputs": [{"path": r.path, "name": r.name, **r.source} for r in records],
         "options": {
             "colormap": options.colormap,
             "normalize": options.normalize,
@@ -53,4 +50,15 @@ def manifest(
             "resize": list(options.resize) if options.resize else None,
         },
         "versions": versions,
+    }
+
+
+def manifest(
+    spec: PipelineSpec, records: list[ImageRecord], options: ApplyOptions
+) -> dict[str, Any]:
+    """``cbr apply``'s manifest: what was run, on what, with which versions, and when."""
+    return {
+        **run_description(spec, options),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "inputs": [{"path": r.path, "name": r.name, **r.source} for r in records],
     }
