@@ -7,7 +7,6 @@ image folder's layout (:mod:`cbr_cli.io.image_folder`), written on a pool of enc
 from __future__ import annotations
 
 import functools
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -145,6 +144,8 @@ def _write_stage(
     """Statistics, channel PNGs, the grid and (with ``save_npy``) the array of one stage."""
     from cbr_cli.io import image_folder as layout
     from cbr_cli.io import render
+    from cbr_cli.io.render.grid import grid_tile_scale, range_label
+    from cbr_cli.io.render.resample import fit_to_tile
     from cbr_cli.io.writers import write_npy, write_png
 
     start = time.perf_counter()
@@ -161,34 +162,38 @@ def _write_stage(
     )
     tiles = []
     channel_files = []
-    columns = math.ceil(math.sqrt(data.shape[0]))  # the montage's default layout
-    tile_max = max(16, min(GRID_TILE_MAX, GRID_SIDE_MAX // columns))
-    step = max(1, -(-max(data.shape[1:]) // tile_max))
+    # Tiles are shrunk by area averaging (every n-th pixel aliases fine edges away) and
+    # small maps enlarged by nearest neighbour, one channel at a time (issue 14).
+    scale = grid_tile_scale(data.shape[0], data.shape[1:])
     for c in range(data.shape[0]):
         vmin, vmax = stage_ranges[c]
         if options.channel_pngs:
             index, nan = render.color_index(data[c], vmin, vmax)
             name = layout.channel_name(result.layer, result.stage, c, data.shape[0])
             meta = _png_text(result, c, labels[c], vmin, vmax, cmap.name)
+            rgb = np.take(cmap.lut, index, axis=0)
             if nan is None:  # indexed-colour PNG: a third of the bytes to compress
-                tiles.append(np.take(cmap.lut, index[::step, ::step], axis=0))
                 channel_files.append(submit(write_png, name, index, meta, cmap.lut))
             else:
-                rgb = np.take(cmap.lut, index, axis=0)
                 rgb[nan] = render.NAN_COLOR
-                tiles.append(rgb[::step, ::step])
                 channel_files.append(submit(write_png, name, rgb, meta))
         else:
-            tiles.append(render.colorize(data[c, ::step, ::step], vmin, vmax, cmap))
+            rgb = render.colorize(data[c], vmin, vmax, cmap)
+        tiles.append(fit_to_tile(rgb, scale))
+        del rgb
     vmin = min(r[0] for r in stage_ranges)
     vmax = max(r[1] for r in stage_ranges)
     title = f"{result.layer} {result.stage} {data.shape[0]}x{data.shape[1]}x{data.shape[2]}"
+    if scale.describe():
+        title += f", {scale.describe()}"
     same_range = len(set(stage_ranges)) == 1
     grid = render.montage(
         tiles,
         labels,
         title=title if same_range else f"{title} (per-channel ranges)",
         colorbar_spec=render.Colorbar(cmap, vmin, vmax) if same_range else None,
+        sublabels=None if same_range else [range_label(r) for r in stage_ranges],
+        marked=[s.dead for s in stats] if result.stage == "act" else None,
     )
     grid_text = _png_text(result, None, "grid", vmin, vmax, cmap.name)
     grid_path = submit(write_png, layout.grid_name(result.layer, result.stage), grid, grid_text)

@@ -794,3 +794,19 @@ def test_bias_true_with_given_kernels_is_refused(tmp_path: Path) -> None:
     result = cbr("apply", image, "-o", tmp_path / "out", "-k", "sobel", "--bias")
     one_line_error(result, "--bias: true draws a random bias", "'kernels'")
     assert not (tmp_path / "out").exists()
+
+
+def test_grid_tiles_keep_fine_edges_of_large_maps(tmp_path: Path) -> None:
+    """1-px lines every 12 columns, all where every-4th-pixel sampling skips them: the grid's
+    area-averaged tile keeps them (grey stripes), nearest sampling would show a blank tile."""
+    pixels = np.zeros((1024, 1024), np.uint8)
+    pixels[:, 2::12] = 255  # a 3x3 identity moves them to output columns 1, 13, ...: 1 mod 4
+    Image.fromarray(pixels, "L").save(tmp_path / "lines.png")
+    out = tmp_path / "out"
+    args = ["apply", tmp_path / "lines.png", "-o", out, "-k", "identity"]
+    ok(cbr(*args, "--bn", "off", "--activation", "none", "--no-channel-pngs"))
+    grid = np.asarray(Image.open(out / "lines" / "layer1_conv_grid.png").convert("L"), float)
+    # A row through the middle of the one 256-px tile (below the title and label, above the
+    # colour bar): the lines survive the 4x shrink as stripes, not a uniform row.
+    row = grid[grid.shape[0] // 2 - 20, 20:200]
+    assert np.ptp(row) > 10, np.ptp(row)
