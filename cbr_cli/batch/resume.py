@@ -175,6 +175,7 @@ def write_marker(folder: str | os.PathLike[str], fingerprint: str | None, image:
     write_json(
         Path(folder) / MARKER,
         {"format": MARKER_FORMAT, "fingerprint": fingerprint, "image": image},
+        compact=True,
     )
 
 
