@@ -4,7 +4,15 @@ A 1024x1024 RGB photo (samples/astronaut.png upscaled) through one 16-channel bl
 (k3, same, batch BN, ReLU), all outputs written (per-channel PNGs, grids, npy).
 Prints the phase breakdown that `run_apply` records, median over --repeat runs.
 
+With ``--against DIR`` (a checkout of an earlier cbr, e.g. ``git worktree add /tmp/base
+REV``), it instead times the whole command, ``python -m cbr_cli apply`` in a fresh process
+(imports included), alternating that checkout and this one round by round on the same
+inputs: the 1024x1024 photo through the 16-channel block, and samples/astronaut.png
+through the demo pipeline. Prints each side's median and the ratio (this / earlier).
+Extra flags for this side only go after ``--``, e.g. ``-- --no-report``.
+
     python benchmarks/bench_apply.py [--repeat 3] [--no-npy]
+    python benchmarks/bench_apply.py --against /tmp/base --repeat 7
 """
 
 from __future__ import annotations
@@ -30,7 +38,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-npy", action="store_true")
+    parser.add_argument("--against", type=Path, help="an earlier checkout to compare with")
+    parser.add_argument("extra", nargs="*", help="flags for this checkout's runs only")
     args = parser.parse_args()
+    if args.against is not None:
+        return compare(args.against, args.repeat, args.extra)
 
     with tempfile.TemporaryDirectory() as tmp:
         photo = Path(tmp) / "astronaut1024.png"
@@ -68,6 +80,44 @@ def main() -> int:
         share = 100 * medians.get(phase, 0.0) / medians["total"]
         print(f"  {phase:<8} {medians.get(phase, 0.0):7.3f} s  {share:5.1f}%")
     print("  (compute = conv + BN + ReLU; render = colouring + grid montage; encode = PNG/npy)")
+    return 0
+
+
+def compare(base: Path, repeat: int, extra: list[str]) -> int:
+    """Whole-command times of ``base`` against this checkout, interleaved round by round."""
+    import os
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as tmp:
+        photo = Path(tmp) / "astronaut1024.png"
+        Image.open(ROOT / "samples" / "astronaut.png").resize((1024, 1024)).save(photo)
+        cases = {
+            "1024² rgb, 16-ch block": [str(photo), "--out-channels", "16", "--padding", "same"],
+            "astronaut 512², demo": [str(ROOT / "samples" / "astronaut.png")],
+        }
+        sides = {"earlier": (base.resolve(), []), "this": (ROOT, extra)}
+        times: dict[tuple[str, str], list[float]] = {}
+        for r in range(repeat + 1):  # round 0 warms the disk cache and .pyc files
+            for case, argv in cases.items():
+                for side, (tree, flags) in sides.items():
+                    env = {**os.environ, "PYTHONPATH": str(tree)}
+                    command = [sys.executable, "-m", "cbr_cli", "apply", *argv]
+                    command += ["--out", f"{tmp}/{side}{r}", *flags]
+                    start = time.perf_counter()
+                    subprocess.run(command, env=env, check=True, capture_output=True, cwd=tree)
+                    if r:
+                        times.setdefault((case, side), []).append(time.perf_counter() - start)
+    print(f"cbr apply end to end (fresh process), median of {repeat} interleaved rounds")
+    print(f"  this checkout's extra flags: {' '.join(extra) or '(none)'}")
+    print(f"  {'input':<24} {'earlier s':>9} {'this s':>8} {'this/earlier':>12}  range")
+    for case in cases:
+        old, new = times[(case, "earlier")], times[(case, "this")]
+        ratios = sorted(n / o for n, o in zip(new, old, strict=True))
+        ratio = statistics.median(new) / statistics.median(old)
+        print(
+            f"  {case:<24} {statistics.median(old):9.3f} {statistics.median(new):8.3f} "
+            f"{ratio:12.2f}  {ratios[0]:.2f}-{ratios[-1]:.2f}"
+        )
     return 0
 
 

@@ -6,11 +6,15 @@ issue 10 (per-stage, ``max``) and with the new defaults (``auto`` normalisation:
 per-channel conv, shared after BN; ``p99.5``) - and prints the interquartile range of the
 rendered luminance (0-255; Rec. 601 weights). A near-white or near-black picture has an
 IQR near 0. Run: ``python benchmarks/measure_readability.py samples/astronaut.png``.
+
+``--trees BEFORE AFTER`` measures the channel PNGs two real runs wrote instead (e.g. the
+image folders of ``cbr apply`` from an earlier checkout and from this one).
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 
@@ -31,10 +35,31 @@ def iqr(rgb: np.ndarray) -> float:
     return float(q3 - q1)
 
 
+def compare_trees(before: Path, after: Path) -> None:
+    """IQR of every channel PNG (``*_c<NN>.png``) of two image folders, side by side."""
+    from PIL import Image
+
+    names = sorted(p.name for p in before.glob("*_c[0-9]*.png"))
+    if not names:
+        raise SystemExit(f"no channel PNGs in {before}")
+    summary = []
+    print(f"{'picture':28s} {'IQR before':>10s} {'IQR after':>10s}")
+    for name in names:
+        a, b = (iqr(np.asarray(Image.open(d / name).convert("RGB"))) for d in (before, after))
+        summary.append((a, b))
+        print(f"{name:28s} {a:10.1f} {b:10.1f}")
+    a, b = np.array(summary).T
+    print(f"median over all {len(a)} pictures: before {np.median(a):.1f}, after {np.median(b):.1f}")
+    print(f"minimum: before {a.min():.1f}, after {b.min():.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("image")
+    parser.add_argument("image", nargs="?")
+    parser.add_argument("--trees", nargs=2, metavar=("BEFORE", "AFTER"), type=Path)
     args = parser.parse_args()
+    if args.trees:
+        return compare_trees(*args.trees)
     spec = build_spec(None, LayerFlags())
     pixels, _ = load_batch([args.image], None, None)
     results = run_layers(build_layers(spec, 3), normalize_input(np.stack(pixels), spec.input))

@@ -23,6 +23,9 @@ interrupted run that is resumed ends with the same bytes as an uninterrupted one
     The resolved pipeline, options, versions and seeds (as ``cbr apply``'s manifest,
     without its creation time) plus every image's output folder and status
     (``done``, ``failed`` with the reason, or ``not run``).
+``OUT/index.html``
+    With ``--report`` (the default): the gallery, each card linking to the image's own
+    ``report.html`` (:mod:`cbr_cli.batch.index_page`).
 """
 
 from __future__ import annotations
@@ -115,7 +118,19 @@ def write_reports(
     _write_failures(paths["failures"], jobs, failures)
     data = _folder_manifest(in_dir, spec, color, options, bn_stats, entries)
     write_json(paths["manifest"], data)
-    return {kind: str(path) for kind, path in paths.items()}
+    written = {kind: str(path) for kind, path in paths.items()}
+    if options.output.report:
+        from cbr_cli.batch.index_page import write_index
+
+        written["index"] = write_index(
+            root,
+            entries,
+            paths["aggregate"],
+            spec,
+            command=options.output.command,
+            versions=data["versions"],
+        )
+    return written
 
 
 def _write_stats(

@@ -195,4 +195,11 @@ def relative_record(image: dict[str, Any], out_root: str) -> dict[str, Any]:
     record = {**image, "out_dir": rel(image["out_dir"]), "stages": stages}
     if image.get("input_png"):
         record["input_png"] = rel(image["input_png"])
+    if image.get("layers"):
+        record["layers"] = {
+            layer: {kind: rel(path) for kind, path in files.items()}
+            for layer, files in image["layers"].items()
+        }
+    if image.get("report"):
+        record["report"] = rel(image["report"])
     return record

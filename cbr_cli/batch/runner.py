@@ -120,6 +120,8 @@ def run_key(
             "resize": options.resize,
             "colormap": options.colormap,
             "normalize": options.normalize,
+            "range": options.range_rule,
+            "report": options.report,
             "save_npy": options.save_npy,
             "channel_pngs": options.channel_pngs,
             "bn_stats": stats,

@@ -36,9 +36,11 @@ def apply(
     config: opt.Config = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("cbr-out"),
     colormap: opt.Colormap = None,
-    normalize: opt.Normalize = "per-stage",
+    normalize: opt.Normalize = "auto",
+    view_range: opt.ViewRange = "p99.5",
     save_npy: opt.SaveNpy = False,
     channel_pngs: opt.ChannelPngs = True,
+    report: opt.Report = True,
     resize: opt.Resize = None,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print statistics and written paths as JSON on stdout.")
@@ -76,7 +78,10 @@ def apply(
         steady_allocator()  # the peak RSS stays what the memory check counts
 
         spec = build_spec(config, flags)
-        options = opt.output_options(out, colormap, normalize, save_npy, channel_pngs, resize)
+        options = opt.output_options(
+            out, colormap, normalize, save_npy, channel_pngs, resize,
+            range_rule=view_range, report=report, command=opt.command_line(),
+        )  # fmt: skip
         _print_apply(run_apply([str(p) for p in images], spec, options), json_output, verbose)
 
     _run(body)
@@ -111,3 +116,5 @@ def _print_apply(result: object, json_output: bool, verbose: bool = False) -> No
         for table in tables:
             console.print(table)
     console.print(f"wrote {len(data['images'])} image folder(s) and {data['manifest']}")
+    if data.get("report"):
+        console.print(f"report: {data['report']} (open it in a browser)")

@@ -102,9 +102,11 @@ def batch(
         ),
     ] = None,
     colormap: opt.Colormap = None,
-    normalize: opt.Normalize = "per-stage",
+    normalize: opt.Normalize = "auto",
+    view_range: opt.ViewRange = "p99.5",
     save_npy: opt.SaveNpy = False,
     channel_pngs: opt.ChannelPngs = True,
+    report: opt.BatchReport = True,
     resize: opt.Resize = None,
     *,
     flags: "LayerFlags",  # the layer flags, gathered by with_layer_flags
@@ -119,6 +121,8 @@ def batch(
     """
 
     def body() -> "BatchResult":
+        import shlex
+
         from rich.console import Console
 
         from cbr_cli.batch.options import BatchOptions
@@ -136,7 +140,19 @@ def batch(
             fail_fast=fail_fast,
             prune=prune,
             dask=dask,
-            output=opt.output_options(out, colormap, normalize, save_npy, channel_pngs, resize),
+            output=opt.output_options(
+                out,
+                colormap,
+                normalize,
+                save_npy,
+                channel_pngs,
+                resize,
+                range_rule=view_range,
+                report=report,
+                # Not the whole command line: the pages stay the same bytes whatever -j,
+                # --dask, OUT's name or a resume; manifest.json holds the options.
+                command=shlex.join(["cbr", "batch", str(in_dir)]),
+            ),
         )
         with ProgressDisplay(Console(stderr=True)) as display:
             return run_batch(in_dir, spec, options, on_progress=display)

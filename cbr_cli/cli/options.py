@@ -7,6 +7,7 @@ defaults, so a flag given together with ``-c`` can be told apart from one left a
 import functools
 import inspect
 import re
+import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeVar
@@ -29,7 +30,7 @@ BN_CHOICES = ("batch", "running", "off")
 ACTIVATIONS = ("relu", "leaky_relu", "none")
 COLORS = ("gray", "rgb")
 COLORMAP_CHOICES = ("rdbu", "viridis", "magma", "gray")
-NORMALIZE_CHOICES = ("per-channel", "per-stage", "global")
+NORMALIZE_CHOICES = ("auto", "per-channel", "per-stage", "global")
 
 
 def choices_metavar(choices: tuple[str, ...]) -> str:
@@ -293,7 +294,36 @@ Normalize = Annotated[
     str,
     typer.Option(
         metavar=choices_metavar(NORMALIZE_CHOICES),
-        help="Colour range per channel, per stage or one for all stages.",
+        help="Colour range per channel, per stage or one for all stages. auto: per channel "
+        "for conv outputs (kernels differ in gain), shared after BN (one scale: comparable).",
+        rich_help_panel=OUTPUT,
+    ),
+]
+ViewRange = Annotated[
+    str,
+    typer.Option(
+        "--range",
+        metavar="max|pNN",
+        help="How far a colour range reaches: pNN, the NN-th percentile of |x| (of x after "
+        "ReLU), beyond which values clip to the end colours; max: the most extreme value. "
+        "Exact values stay in the .npy.",
+        rich_help_panel=OUTPUT,
+    ),
+]
+Report = Annotated[
+    bool,
+    typer.Option(
+        "--report/--no-report",
+        help="Write the HTML report (kernels, grids, filmstrips, histograms, statistics).",
+        rich_help_panel=OUTPUT,
+    ),
+]
+BatchReport = Annotated[
+    bool,
+    typer.Option(
+        "--report/--no-report",
+        help="Write OUT/index.html (a gallery of the folder) and each image's report.html "
+        "with its kernels and histograms (about 0.15 s more per image and layer).",
         rich_help_panel=OUTPUT,
     ),
 ]
@@ -354,9 +384,14 @@ def output_options(
     save_npy: bool,
     channel_pngs: bool,
     resize: str | None,
+    *,
+    range_rule: str = "p99.5",
+    report: bool = False,
+    command: str = "",
 ) -> "ApplyOptions":
     """Validate the output flags shared by ``apply`` and ``batch`` into ApplyOptions."""
     from cbr_cli.io import render
+    from cbr_cli.io.render.ranges import parse_range
     from cbr_cli.run.records import ApplyOptions
 
     if colormap is not None and colormap.lower() not in render.COLORMAPS:
@@ -376,7 +411,17 @@ def output_options(
         save_npy=save_npy,
         channel_pngs=channel_pngs,
         resize=parse_size(resize),
+        range_rule=str(parse_range(range_rule)),
+        report=report,
+        command=command,
     )
+
+
+def command_line() -> str:
+    """The command as the user typed it (for the report), program name as ``cbr``."""
+    import shlex
+
+    return shlex.join(["cbr", *sys.argv[1:]])
 
 
 # ------------------------------------------------------------ plain numbers

@@ -6,6 +6,11 @@ Layout (``OUT`` is ``--out``)::
     OUT/<image>/<layer>_<stage>_grid.png    every channel of a stage
     OUT/<image>/<layer>_<stage>_c<NN>.png   one channel (NN: at least two digits)
     OUT/<image>/<layer>_<stage>.npy         with --save-npy
+    OUT/<image>/<layer>_kernels.png         the report's pictures: the layer's weights
+    OUT/<image>/<layer>_hist.png            and its conv -> BN -> activation histograms
+    OUT/<image>/report.html                 ``cbr batch``: the image's report page
+    OUT/report.html                         ``cbr apply``'s report of the run
+    OUT/index.html                          ``cbr batch``'s gallery of the folder
     OUT/<image>/.cbr-done.json              ``cbr batch``: the done-marker, written last
     OUT/<image>/.cbr-pending.json           ``cbr batch``: files an unfinished image may hold
     OUT/.<name>.<hex8>.tmp                  an atomic write in progress (:mod:`cbr_cli.io.writers`)
@@ -42,6 +47,7 @@ from cbr_cli.errors import CbrError
 from cbr_cli.io.outlock import LOCK_FILE
 
 INPUT_PNG = "input.png"
+IMAGE_REPORT = "report.html"
 MARKER = ".cbr-done.json"
 PENDING = ".cbr-pending.json"
 MANIFEST = "manifest.json"
@@ -56,7 +62,10 @@ RESERVED = frozenset({*REPORT_FILES, LOCK_FILE})
 _TEMP = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{8}\.tmp$")
 # The shape of an output name: only such names are taken from a record, so an edited
 # or foreign record cannot make cbr delete, say, notes.txt or a folder.
-_OUTPUT = re.compile(r"^(input\.png|[^/\\]+_(conv|bn|act)(_grid\.png|_c\d{2,}\.png|\.npy))$")
+_OUTPUT = re.compile(
+    r"^(input\.png|[^/\\]+_(conv|bn|act)(_grid\.png|_c\d{2,}\.png|\.npy)"
+    r"|[^/\\]+_(kernels|hist)\.png|report\.html)$"
+)
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
 
 
@@ -84,17 +93,36 @@ def npy_name(layer: str, stage: str) -> str:
     return f"{layer}_{stage}.npy"
 
 
+def kernels_name(layer: str) -> str:
+    return f"{layer}_kernels.png"
+
+
+def hist_name(layer: str) -> str:
+    return f"{layer}_hist.png"
+
+
 def output_names(
-    stages: Iterable[tuple[str, str, int]], *, channel_pngs: bool, save_npy: bool
+    stages: Iterable[tuple[str, str, int]],
+    *,
+    channel_pngs: bool,
+    save_npy: bool,
+    report: bool = False,
 ) -> list[str]:
-    """Every file name one image gets, for stages given as ``(layer, stage, channels)``."""
+    """Every file name one image gets, for stages given as ``(layer, stage, channels)``;
+    ``report`` adds each layer's kernels picture and histogram figure."""
     names = [INPUT_PNG]
+    layers: list[str] = []
     for layer, stage, channels in stages:
         if channel_pngs:
             names += [channel_name(layer, stage, c, channels) for c in range(channels)]
         names.append(grid_name(layer, stage))
         if save_npy:
             names.append(npy_name(layer, stage))
+        if layer not in layers:
+            layers.append(layer)
+    if report:
+        for layer in layers:
+            names += [kernels_name(layer), hist_name(layer)]
     return names
 
 
@@ -295,6 +323,10 @@ class ImageFolder:
                 if isinstance(stage, dict):
                     names.update(self._own(_strings(stage.get("files"))))
             names.update(self._own(_strings(image.get("input_png"))))
+            names.update(self._own(_strings(image.get("report"))))
+            layers = image.get("layers")
+            for files in layers.values() if isinstance(layers, dict) else []:
+                names.update(self._own(_strings(files)))
         return {n for n in names if is_output_name(n)}
 
     def _own(self, paths: Iterable[str]) -> Iterator[str]:

@@ -67,6 +67,26 @@ def _check_paths(paths: Sequence[str], tree: OutTree, names: Sequence[str]) -> N
             tree.folder(name)
 
 
+def warm_report_imports() -> None:
+    """Import the report's libraries (matplotlib, Jinja2) on a background thread now.
+
+    They take about 0.35 s to import, mostly in Python; started before the images are
+    decoded and convolved (work that runs outside the GIL), that time mostly overlaps.
+    An import error here is left for the real import to report.
+    """
+    import threading
+
+    def load() -> None:
+        with contextlib.suppress(Exception):
+            from cbr_cli.io.render.histograms import warm_up
+            from cbr_cli.io.render.report import warm_up as warm_templates
+
+            warm_up()
+            warm_templates()
+
+    threading.Thread(target=load, name="cbr-warm-imports", daemon=True).start()
+
+
 def run_apply(
     paths: Sequence[str],
     spec: PipelineSpec,
@@ -87,6 +107,8 @@ def run_apply(
     from cbr_cli.io.outlock import out_lock
 
     timings = {"load": 0.0, "compute": 0.0, "stats": 0.0, "render": 0.0, "write": 0.0}
+    if options.report:
+        warm_report_imports()
     names = unique_names(paths, reserved=True)
     tree = OutTree(options.out_dir)
     _check_paths(paths, tree, names)
@@ -114,7 +136,7 @@ def run_apply(
     stacks = {shape: geometry(spec, shape) for shape in {p.shape for p in pixels}}  # type: ignore[misc]
     largest = max(groups, key=lambda g: len(g) * pixels[g[0]].size)
     shape = tuple(pixels[largest[0]].shape)
-    check_memory(stacks[shape], shape, len(largest), options.channel_pngs)  # type: ignore[arg-type, index]
+    check_memory(stacks[shape], shape, len(largest), options.channel_pngs, options.report)  # type: ignore[arg-type, index]
     warnings = list(dict.fromkeys(w.message for s in stacks.values() if s for w in s.warnings))
     layers = build_layers(spec, int(pixels[0].shape[0]))  # config errors before any write
     shapes = {
@@ -128,13 +150,22 @@ def run_apply(
     try:
         with out_lock(tree.root, "--out"):
             records = run.run(groups, layers, pixels, shapes, on_image)
+            result = ApplyResult(
+                records, str(tree.root / "manifest.json"), timings, warnings, notes
+            )
+            if options.report:
+                from cbr_cli.run.report_page import write_report
+
+                start = time.perf_counter()
+                result.report = write_report(result, spec, options)
+                timings["write"] += time.perf_counter() - start
     except BaseException:
         for folder in reversed(created):  # leave no OUT behind that this run made
             with contextlib.suppress(OSError):
                 os.rmdir(folder)
         raise
-    manifest_path = str(Path(options.out_dir) / "manifest.json")
-    return ApplyResult(records, manifest_path, timings, warnings, notes)
+    result.manifest = str(Path(options.out_dir) / "manifest.json")
+    return result
 
 
 @dataclass
@@ -186,7 +217,7 @@ class _StagedRun:
                         )
                         files = _write_image(
                             pool, record, pixels[index], results, position, self.spec,
-                            self.options, timings, staging.folder(name),
+                            self.options, timings, staging.folder(name), layers,
                         )  # fmt: skip
                         written += [f"{name}/{file}" for file in files]
                         records.append(record)
@@ -229,7 +260,7 @@ def process_image(
     calling thread (``cbr batch`` runs one such call per worker process). ``timings``, if
     given, accumulates seconds per phase (load, compute, stats, render, encode).
     """
-    from cbr_cli.io.image_folder import output_names
+    from cbr_cli.io.image_folder import IMAGE_REPORT, output_names
     from cbr_cli.io.writers import ensure_dir
 
     if timings is None:
@@ -251,8 +282,20 @@ def process_image(
         target = ensure_dir(out_dir)
     else:
         stages = [(r.layer, r.stage, int(r.data.shape[1])) for r in results]
-        names = output_names(stages, channel_pngs=options.channel_pngs, save_npy=options.save_npy)
-        folder.prepare(names, record.path)
+        names = output_names(
+            stages,
+            channel_pngs=options.channel_pngs,
+            save_npy=options.save_npy,
+            report=options.report,
+        )
+        folder.prepare([*names, IMAGE_REPORT] if options.report else names, record.path)
         target = folder.path
-    _write_image(None, record, image, results, 0, spec, options, timings, target)
+    _write_image(None, record, image, results, 0, spec, options, timings, target, built)
+    if options.report:
+        from cbr_cli.run.report_page import write_image_report
+
+        start = time.perf_counter()
+        shape = tuple(int(n) for n in image.shape)
+        record.report = write_image_report(record, spec, options, target, geometry(spec, shape))  # type: ignore[arg-type]
+        timings["write"] += time.perf_counter() - start
     return record

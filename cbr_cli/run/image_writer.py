@@ -1,7 +1,13 @@
-"""One image's outputs: the input PNG, per stage the channel PNGs, the grid and the ``.npy``.
+"""One image's outputs: the input PNG, per stage the channel PNGs, the grid and the ``.npy``,
+and per layer the report's pictures (kernels, histograms).
 
-Colours, ranges and labels come from :mod:`cbr_cli.io.render`; files go through the
-image folder's layout (:mod:`cbr_cli.io.image_folder`), written on a pool of encoder threads.
+Colours, ranges and labels come from :mod:`cbr_cli.io.render`: display ranges follow
+``--range`` (default ``p99.5``: values beyond the 99.5th percentile of the magnitudes clip
+to the end colours) and ``--normalize`` (default ``auto``: per-channel for conv outputs,
+shared after BN; :func:`cbr_cli.io.render.ranges.auto_normalize`). Files go through the
+image folder's layout (:mod:`cbr_cli.io.image_folder`), written on a pool of encoder threads;
+the histogram figures are drawn on that pool too, from small strided samples, so the
+main thread goes on with the next stage.
 """
 
 from __future__ import annotations
@@ -17,35 +23,33 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cbr_cli.core.stats import channel_stats
+from cbr_cli.io.render.ranges import RangeRule, display_ranges, parse_range, resolve_normalize
 from cbr_cli.run.memory import ENCODE_QUEUE
-from cbr_cli.run.pipeline import (
-    StageResult,
-)
+from cbr_cli.run.pipeline import BuiltLayer, StageResult
 from cbr_cli.run.records import ApplyOptions, ImageRecord, StageRecord
-from cbr_cli.spec.pipeline_types import PipelineSpec
+from cbr_cli.spec.pipeline_types import LayerSpec, PipelineSpec
 
 if TYPE_CHECKING:
-    pass
-
-
-GRID_TILE_MAX = 256
-
+    from cbr_cli.core.stats import ChannelStats
+    from cbr_cli.io.render.ranges import DisplayRange
 
 _TIMINGS_LOCK = threading.Lock()
+HIST_SAMPLE = 1 << 18
+"""Values per stage (pooled over its channels) the histogram figure looks at."""
 
 
-GRID_SIDE_MAX = 4096
+def _layer(spec: PipelineSpec, name: str) -> LayerSpec:
+    return next(layer for layer in spec.layers if layer.name == name)
 
 
 def _signed(spec: PipelineSpec, result: StageResult) -> bool:
     if result.stage != "act":
         return True
-    layer = next(layer for layer in spec.layers if layer.name == result.layer)
-    return layer.activation == "leaky_relu"
+    return _layer(spec, result.layer).activation == "leaky_relu"
 
 
 def _labels(spec: PipelineSpec, layer_name: str, channels: int) -> list[str]:
-    layer = next(layer for layer in spec.layers if layer.name == layer_name)
+    layer = _layer(spec, layer_name)
     if layer.conv.kernels is not None:
         from cbr_cli.core.kernels import expand_names, kernel_label
 
@@ -65,14 +69,15 @@ def _write_image(
     options: ApplyOptions,
     timings: dict[str, float],
     target: Path,
+    layers: list[BuiltLayer] | None = None,
 ) -> list[str]:
     """Write one image's files into the folder ``target``; return their names.
 
     ``record`` gets the paths in ``record.out_dir`` (where the files end up; ``target``
-    may be a staging folder that is renamed into place later).
+    may be a staging folder that is renamed into place later). With ``options.report``,
+    ``layers`` (the built layers: their weights) gives each layer's kernels picture.
     """
     from cbr_cli.io import image_folder as layout
-    from cbr_cli.io import render
     from cbr_cli.io.writers import write_png
 
     final = Path(record.out_dir)
@@ -87,10 +92,13 @@ def _write_image(
         with _TIMINGS_LOCK:  # encoder threads add up concurrently
             timings["encode"] = timings.get("encode", 0.0) + elapsed
 
-    def submit(fn: Callable[..., None], name: str, *args: Any) -> str:
+    def submit(fn: Callable[..., None], name: str, *args: Any, queued: bool = True) -> str:
         files.append(name)
         if pool is None:
             timed(fn, target / name, *args)
+            return str(final / name)
+        if not queued:  # small inputs (the report's pictures): no wait for them here
+            pending.append(pool.submit(timed, fn, target / name, *args))
             return str(final / name)
         # At most ENCODE_QUEUE writes in flight: the arrays they hold are what the memory
         # check counts (run.memory), instead of a backlog of every channel of the image.
@@ -112,14 +120,42 @@ def _write_image(
     record.input_png = submit(write_photo, layout.INPUT_PNG, input_rgb, {"source": record.path})
 
     maps = [r.data[position] for r in results]
+    timings["render"] += time.perf_counter() - start
+    start = time.perf_counter()
+    stats = [
+        channel_stats(data, r.bn_mean, r.bn_var) for r, data in zip(results, maps, strict=True)
+    ]
+    timings["stats"] += time.perf_counter() - start
+
+    start = time.perf_counter()
     signed = [_signed(spec, r) for r in results]
-    ranges = render.map_ranges(maps, options.normalize, signed)
+    names = [r.stage for r in results]
+    rule = parse_range(options.range_rule)
+    modes = resolve_normalize(options.normalize, len(maps), names)
+    ranges = display_ranges(maps, modes, signed, rule, extents=[_extents(s) for s in stats])
     timings["render"] += time.perf_counter() - start
 
     try:
-        for result, data, flag, stage_ranges in zip(results, maps, signed, ranges, strict=True):
+        if options.report:  # first: the figures are drawn while the stages are coloured
+            start = time.perf_counter()
+            _report_pictures(submit, record, results, maps, stats, spec, layers)
+            timings["render"] += time.perf_counter() - start
+        for result, data, flag, stage_ranges, mode, stage_stats in zip(
+            results, maps, signed, ranges, modes, stats, strict=True
+        ):
             record.stages.append(
-                _write_stage(submit, result, data, flag, stage_ranges, spec, options, timings)
+                _write_stage(
+                    submit,
+                    result,
+                    data,
+                    flag,
+                    stage_ranges,
+                    stage_stats,
+                    mode,
+                    spec,
+                    options,
+                    timings,
+                )
             )
     except BaseException:
         wait(pending)  # no writer may still be busy when the caller cleans up
@@ -131,34 +167,50 @@ def _write_image(
     return files
 
 
+def _extents(stats: list[ChannelStats]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The channels' data extents from their statistics, where all are finite."""
+    mins = np.array([s.min for s in stats], dtype=np.float64)
+    maxs = np.array([s.max for s in stats], dtype=np.float64)
+    return (mins, maxs) if np.isfinite(mins).all() and np.isfinite(maxs).all() else None
+
+
 def _write_stage(
     submit: Callable[..., str],
     result: StageResult,
     data: np.ndarray,
     flag: bool,
-    stage_ranges: list[tuple[float, float]],
+    stage_ranges: list[DisplayRange],
+    stats: list[ChannelStats],
+    normalize: str,
     spec: PipelineSpec,
     options: ApplyOptions,
     timings: dict[str, float],
 ) -> StageRecord:
-    """Statistics, channel PNGs, the grid and (with ``save_npy``) the array of one stage."""
+    """Channel PNGs, the grid and (with ``save_npy``) the array of one stage."""
     from cbr_cli.io import image_folder as layout
     from cbr_cli.io import render
-    from cbr_cli.io.render.grid import grid_tile_scale, range_label
+    from cbr_cli.io.render.grid import grid_from_tiles, grid_tile_scale, normalize_note
     from cbr_cli.io.render.resample import fit_to_tile
     from cbr_cli.io.writers import write_npy, write_png
 
     start = time.perf_counter()
-    stats = channel_stats(data, result.bn_mean, result.bn_var)
-    timings["stats"] += time.perf_counter() - start
-
-    start = time.perf_counter()
+    rule = parse_range(options.range_rule)
     cmap = (
         render.get_colormap(options.colormap) if options.colormap else render.default_colormap(flag)
     )
     labels = _labels(spec, result.layer, data.shape[0])
     stage = StageRecord(
-        result.layer, result.stage, tuple(data.shape), cmap.name, stage_ranges, stats, labels
+        result.layer,
+        result.stage,
+        tuple(data.shape),
+        cmap.name,
+        [r.as_tuple() for r in stage_ranges],
+        stats,
+        labels,
+        normalize=normalize,
+        range_rule=str(rule),
+        note=normalize_note(normalize, rule, flag),
+        clipped=[r.clipped for r in stage_ranges],
     )
     tiles = []
     channel_files = []
@@ -166,36 +218,37 @@ def _write_stage(
     # small maps enlarged by nearest neighbour, one channel at a time (issue 14).
     scale = grid_tile_scale(data.shape[0], data.shape[1:])
     for c in range(data.shape[0]):
-        vmin, vmax = stage_ranges[c]
+        vmin, vmax = stage_ranges[c].as_tuple()
         if options.channel_pngs:
             index, nan = render.color_index(data[c], vmin, vmax)
             name = layout.channel_name(result.layer, result.stage, c, data.shape[0])
-            meta = _png_text(result, c, labels[c], vmin, vmax, cmap.name)
-            rgb = np.take(cmap.lut, index, axis=0)
+            meta = _png_text(result, c, labels[c], vmin, vmax, cmap.name, normalize, rule)
+            rgb = render.lookup(index, cmap.lut)
             if nan is None:  # indexed-colour PNG: a third of the bytes to compress
                 channel_files.append(submit(write_png, name, index, meta, cmap.lut))
             else:
+                rgb = rgb.copy()  # lookup's array may be read-only
                 rgb[nan] = render.NAN_COLOR
                 channel_files.append(submit(write_png, name, rgb, meta))
         else:
             rgb = render.colorize(data[c], vmin, vmax, cmap)
         tiles.append(fit_to_tile(rgb, scale))
         del rgb
-    vmin = min(r[0] for r in stage_ranges)
-    vmax = max(r[1] for r in stage_ranges)
-    title = f"{result.layer} {result.stage} {data.shape[0]}x{data.shape[1]}x{data.shape[2]}"
-    if scale.describe():
-        title += f", {scale.describe()}"
-    same_range = len(set(stage_ranges)) == 1
-    grid = render.montage(
+    grid = grid_from_tiles(
         tiles,
+        tuple(data.shape),  # type: ignore[arg-type]
+        stage_ranges,
+        cmap,
         labels,
-        title=title if same_range else f"{title} (per-channel ranges)",
-        colorbar_spec=render.Colorbar(cmap, vmin, vmax) if same_range else None,
-        sublabels=None if same_range else [range_label(r) for r in stage_ranges],
-        marked=[s.dead for s in stats] if result.stage == "act" else None,
+        layer=result.layer,
+        stage=result.stage,
+        normalize=normalize,
+        rule=rule,
+        dead=[s.dead for s in stats] if result.stage == "act" else [False] * len(stats),
     )
-    grid_text = _png_text(result, None, "grid", vmin, vmax, cmap.name)
+    vmin = min(r.vmin for r in stage_ranges)
+    vmax = max(r.vmax for r in stage_ranges)
+    grid_text = _png_text(result, None, "grid", vmin, vmax, cmap.name, normalize, rule)
     grid_path = submit(write_png, layout.grid_name(result.layer, result.stage), grid, grid_text)
     stage.files = {"grid": grid_path, "channels": channel_files}
     if options.save_npy:
@@ -205,8 +258,81 @@ def _write_stage(
     return stage
 
 
+def _report_pictures(
+    submit: Callable[..., str],
+    record: ImageRecord,
+    results: list[StageResult],
+    maps: list[np.ndarray],
+    stats: list[list[ChannelStats]],
+    spec: PipelineSpec,
+    layers: list[BuiltLayer] | None,
+) -> None:
+    """Per layer: the kernels picture and the histogram figure (drawn on the writer pool)."""
+    from cbr_cli.io import image_folder as layout
+    from cbr_cli.io.render.ranges import strided_sample
+
+    built = {b.spec.name: b for b in layers or []}
+    for name in dict.fromkeys(r.layer for r in results):
+        files: dict[str, str] = {}
+        layer = _layer(spec, name)
+        indices = [i for i, r in enumerate(results) if r.layer == name]
+        labels = _labels(spec, name, maps[indices[0]].shape[0])
+        if name in built:
+            names = labels if layer.conv.kernels is not None else None
+            files["kernels"] = submit(
+                _write_kernels, layout.kernels_name(name), built[name].weight, names, name,
+                queued=False,
+            )  # fmt: skip
+        # Small float32 copies: the figure is drawn after this image's maps are gone.
+        channels = maps[indices[0]].shape[0]
+        limit = max(HIST_SAMPLE // max(channels, 1), 4096)
+        samples = {
+            results[i].stage: strided_sample(maps[i][None], limit).astype(np.float32)
+            for i in indices
+        }
+        summaries = {results[i].stage: stats[i] for i in indices}
+        activation = layer.activation if layer.activation != "none" else None
+        files["hist"] = submit(
+            _write_histograms, layout.hist_name(name), samples, summaries, labels, name,
+            activation, queued=False,
+        )  # fmt: skip
+        record.layers[name] = files
+
+
+def _write_kernels(path: Path, weight: np.ndarray, names: list[str] | None, layer: str) -> None:
+    from cbr_cli.io.render.kernel_picture import kernels_picture
+    from cbr_cli.io.writers import write_png
+
+    write_png(path, kernels_picture(weight, names, layer=layer), {"Software": "cbr"})
+
+
+def _write_histograms(
+    path: Path,
+    samples: dict[str, np.ndarray],
+    summaries: dict[str, list[ChannelStats]],
+    labels: list[str],
+    layer: str,
+    activation: str | None,
+) -> None:
+    from cbr_cli.io.render.histograms import layer_histograms
+    from cbr_cli.io.writers import write_png
+
+    shaped = {stage: s[:, None, :] for stage, s in samples.items()}  # (C, 1, n) "maps"
+    figure = layer_histograms(
+        shaped, labels, layer=layer, activation=activation, summaries=summaries
+    )
+    write_png(path, figure, {"Software": "cbr"})
+
+
 def _png_text(
-    result: StageResult, channel: int | None, label: str, vmin: float, vmax: float, cmap: str
+    result: StageResult,
+    channel: int | None,
+    label: str,
+    vmin: float,
+    vmax: float,
+    cmap: str,
+    normalize: str,
+    rule: RangeRule,
 ) -> dict[str, str]:
     text = {
         "Software": "cbr",
@@ -216,6 +342,8 @@ def _png_text(
         "cbr:vmin": repr(float(vmin)),
         "cbr:vmax": repr(float(vmax)),
         "cbr:colormap": cmap,
+        "cbr:range": str(rule),
+        "cbr:normalize": normalize,
     }
     if channel is not None:
         text["cbr:channel"] = str(channel)

@@ -51,6 +51,10 @@ MONTAGE_COPIES = 4.4
 bytes a pixel), its ``tobytes()`` and the chunks joined into it (``render.text.draw_texts``)."""
 LATE_IMPORTS = 16 * 2**20
 """What the modules and buffers made after the check take (PNG writer, fonts, thread stacks)."""
+REPORT_IMPORTS = 72 * 2**20
+"""What the report adds: matplotlib and one histogram figure (measured 61 MiB), Jinja2."""
+HIST_VALUES = 1 << 18
+"""Values per stage the histogram figures sample (``run.image_writer.HIST_SAMPLE``)."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +101,12 @@ def _grid_bytes(channels: int, height: int, width: int) -> tuple[int, int]:
 
 
 def apply_peak(
-    stack: StackResult, images: int = 1, *, channel_pngs: bool = True, encoders: int = ENCODERS
+    stack: StackResult,
+    images: int = 1,
+    *,
+    channel_pngs: bool = True,
+    encoders: int = ENCODERS,
+    report: bool = False,
 ) -> PeakEstimate:
     """The most memory ``cbr apply`` allocates for ``images`` images of ``stack.input_shape``.
 
@@ -119,7 +128,9 @@ def apply_peak(
       deflate output: 3x), :data:`ENCODE_QUEUE` channel PNGs waiting and ``encoders``
       being encoded (each its index, filtered rows and output: 3 bytes per pixel).
 
-    Plus :data:`LATE_IMPORTS` for what is loaded after the check. Counts generously
+    Plus :data:`LATE_IMPORTS` for what is loaded after the check, and with ``report``
+    :data:`REPORT_IMPORTS` and the histograms' samples (float64 while they are taken,
+    then float32, of every stage at once: they wait on the encoder pool). Counts generously
     rather than exactly (an upper bound within 1.3x of the measured peak RSS, tested in
     ``tests/run/test_memory_peak.py``).
     """
@@ -163,6 +174,9 @@ def apply_peak(
     write += params + batch + stage_outputs + shown
     compute += params
     total = max(weights, compute, write) + LATE_IMPORTS
+    if report:
+        samples = sum(12 * max(HIST_VALUES, 4096 * sc) for sc, _, _ in _stage_maps(stack))
+        total += REPORT_IMPORTS + samples
     return PeakEstimate(int(total), weights, compute, int(write), stage_outputs)
 
 
@@ -176,6 +190,7 @@ def too_big(
     peak: PeakEstimate,
     available: int,
     channel_pngs: bool = True,
+    report: bool = False,
 ) -> CbrError:
     """The one-line error for a run that does not fit: the estimate and what would fit.
 
@@ -187,7 +202,7 @@ def too_big(
     h, w = stack.input_shape[1:]
     options = []
     if channel_pngs:
-        without = apply_peak(stack, images, channel_pngs=False).total
+        without = apply_peak(stack, images, channel_pngs=False, report=report).total
         if without <= available:
             options.append(f"--no-channel-pngs (about {_gib(without)})")
     options.append("fewer channels")
@@ -245,13 +260,15 @@ def geometry(spec: PipelineSpec, shape: tuple[int, int, int]) -> StackResult:
     return analyze(spec, shape)
 
 
-def memory_needed(stack: StackResult, images: int, channel_pngs: bool = True) -> int:
+def memory_needed(
+    stack: StackResult, images: int, channel_pngs: bool = True, report: bool = False
+) -> int:
     """Bytes a run of ``images`` images of ``stack.input_shape`` needs at its peak, at most:
     :func:`cbr_cli.run.memory.apply_peak` (stage outputs, input copies, weights, engine
     scratch, colouring, grids and the PNG encoders' buffers)."""
     from cbr_cli.run.memory import apply_peak
 
-    return apply_peak(stack, images, channel_pngs=channel_pngs).total
+    return apply_peak(stack, images, channel_pngs=channel_pngs, report=report).total
 
 
 def check_memory(
@@ -259,6 +276,7 @@ def check_memory(
     shape: tuple[int, int, int],
     images: int,
     channel_pngs: bool = True,
+    report: bool = False,
 ) -> None:
     """Refuse a run whose arrays would not fit in the available memory (one-line error).
 
@@ -273,6 +291,6 @@ def check_memory(
     available = available_memory()
     if available is None:
         return
-    peak = apply_peak(stack, images, channel_pngs=channel_pngs)
+    peak = apply_peak(stack, images, channel_pngs=channel_pngs, report=report)
     if peak.total > available:
-        raise too_big(stack, images, peak, available, channel_pngs)
+        raise too_big(stack, images, peak, available, channel_pngs, report)

@@ -16,12 +16,20 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ApplyOptions:
+    """``normalize``: ``auto`` (per stage, :func:`cbr_cli.io.render.ranges.auto_normalize`)
+    or one mode for every stage; ``range_rule``: ``--range`` (``max`` or ``pNN``);
+    ``report``: draw the kernels and histogram pictures and write ``report.html``;
+    ``command``: the command line, as the report shows it."""
+
     out_dir: str = "cbr-out"
     colormap: str | None = None
-    normalize: str = "per-stage"
+    normalize: str = "auto"
     save_npy: bool = False
     channel_pngs: bool = True
     resize: tuple[int, int] | None = None
+    range_rule: str = "p99.5"
+    report: bool = False
+    command: str = ""
 
 
 @dataclass
@@ -34,16 +42,28 @@ class StageRecord:
     stats: list[ChannelStats]
     labels: list[str]
     files: dict[str, Any] = field(default_factory=dict)
+    normalize: str = "per-stage"
+    range_rule: str = "max"
+    note: str = ""
+    """How the colours were scaled, as the grid states it."""
+    clipped: list[bool] = field(default_factory=list)
+    """Per channel: data beyond the display range (drawn in the end colours)."""
 
     def to_dict(self) -> dict[str, Any]:
+        clipped = self.clipped or [False] * len(self.stats)
         return {
             "layer": self.layer,
             "stage": self.stage,
             "shape": list(self.shape),
             "colormap": self.colormap,
+            "normalize": self.normalize,
+            "range": self.range_rule,
+            "note": self.note,
             "channels": [
-                {**s.to_dict(), "label": label, "vmin": r[0], "vmax": r[1]}
-                for s, r, label in zip(self.stats, self.ranges, self.labels, strict=True)
+                {**s.to_dict(), "label": label, "vmin": r[0], "vmax": r[1], "clipped": clip}
+                for s, r, label, clip in zip(
+                    self.stats, self.ranges, self.labels, clipped, strict=True
+                )
             ],
             "files": self.files,
         }
@@ -57,6 +77,10 @@ class ImageRecord:
     source: dict[str, Any]
     stages: list[StageRecord] = field(default_factory=list)
     input_png: str = ""
+    layers: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Per layer, the report's pictures: ``kernels`` and ``hist`` paths."""
+    report: str = ""
+    """``cbr batch``: the image's own page, ``<folder>/report.html``."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -66,6 +90,8 @@ class ImageRecord:
             "source": self.source,
             "input_png": self.input_png,
             "stages": [s.to_dict() for s in self.stages],
+            "layers": self.layers,
+            **({"report": self.report} if self.report else {}),
         }
 
 
@@ -78,11 +104,14 @@ class ApplyResult:
     """One line each: where the run departs from PyTorch or ignores input (as `cbr shape`)."""
     notes: list[str] = field(default_factory=list)
     """One line each: the weight file's conversions, where a model's chain stopped, ..."""
+    report: str | None = None
+    """``OUT/report.html``, when written."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "images": [i.to_dict() for i in self.images],
             "manifest": self.manifest,
+            "report": self.report,
             "warnings": self.warnings,
             "notes": self.notes,
         }

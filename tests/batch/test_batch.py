@@ -290,6 +290,7 @@ def test_mixed_folder_mirrored_failures_reported_exit_1(mixed: Path, tmp_path: P
             + [f"layer1_{s}_grid.png" for s in ("conv", "bn", "act")]
             + [f"layer1_{s}_c{c:02d}.png" for s in ("conv", "bn", "act") for c in range(8)]
             + [f"layer1_{s}.npy" for s in ("conv", "bn", "act")]
+            + ["report.html", "layer1_kernels.png", "layer1_hist.png"]  # the image's page
         )
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"] == {"done": 6, "failed": 3, "not run": 0}

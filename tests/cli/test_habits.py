@@ -60,7 +60,7 @@ def test_the_help_choices_are_the_librarys() -> None:
     assert opt.ACTIVATIONS == ACTIVATIONS
     assert opt.COLORS == COLORS
     assert tuple(COLORMAPS) == opt.COLORMAP_CHOICES
-    assert opt.NORMALIZE_CHOICES == NORMALIZE_MODES
+    assert ("auto", *NORMALIZE_MODES) == opt.NORMALIZE_CHOICES
 
 
 @pytest.mark.parametrize("name", ["apply", "batch", "shape"])
@@ -77,7 +77,7 @@ def test_choice_options_show_their_choices(name: str) -> None:
         assert shown in out, (name, shown)
     if name != "shape":
         assert "--colormap [rdbu|viridis|magma|gray]" in out
-        assert "--normalize [per-channel|per-stage|global]" in out
+        assert "--normalize [auto|per-channel|per-stage|global]" in out
     assert "<str>" not in out and " TEXT " not in out
 
 

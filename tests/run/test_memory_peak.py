@@ -95,7 +95,12 @@ def measured_peak(tmp_path: Path, case) -> tuple[int, int]:
     else:
         spec = build_spec(None, LayerFlags(out_channels=int(args[1])))
     stack = geometry(spec, (channels, height, width))
-    estimate = apply_peak(stack, images, channel_pngs="--no-channel-pngs" not in args).total
+    estimate = apply_peak(
+        stack,
+        images,
+        channel_pngs="--no-channel-pngs" not in args,
+        report="--no-report" not in args,
+    ).total
     return estimate, peak - at_check
 
 

@@ -10,7 +10,7 @@ stage's channels as a finished grid), :mod:`.kernel_picture`, :mod:`.histograms`
 """
 
 from cbr_cli.io.render.colorbar import BACKGROUND, Colorbar, colorbar
-from cbr_cli.io.render.colorize import color_index, colorize
+from cbr_cli.io.render.colorize import color_index, colorize, lookup
 from cbr_cli.io.render.colormaps import (
     COLORMAPS,
     NAN_COLOR,
@@ -37,6 +37,7 @@ __all__ = [
     "draw_text",
     "get_colormap",
     "is_signed",
+    "lookup",
     "map_ranges",
     "montage",
     "montage_shape",

@@ -25,6 +25,7 @@ __all__ = [
     "GRID_SIDE_MAX",
     "GRID_TILE_MAX",
     "GRID_TILE_MIN",
+    "grid_from_tiles",
     "grid_tile_scale",
     "normalize_note",
     "range_label",
@@ -108,14 +109,47 @@ def stage_grid(
     channels, height, width = data.shape
     if len(ranges) != channels:
         raise ValueError(f"got {len(ranges)} ranges for {channels} channels")
-    rule = parse_range(rule)
     cmap = get_colormap(cmap)
-    signed = ranges[0].vmin < 0
     scale = grid_tile_scale(channels, (height, width))
     tiles = []
     for c in range(channels):
         rgb = colored[c] if colored is not None else colorize(data[c], *ranges[c].as_tuple(), cmap)
         tiles.append(fit_to_tile(rgb, scale))
+    return grid_from_tiles(
+        tiles,
+        (channels, height, width),
+        ranges,
+        cmap,
+        labels,
+        layer=layer,
+        stage=stage,
+        normalize=normalize,
+        rule=rule,
+        dead=dead,
+    )
+
+
+def grid_from_tiles(
+    tiles: Sequence[np.ndarray],
+    shape: tuple[int, int, int],
+    ranges: Sequence[DisplayRange],
+    cmap: str | Colormap,
+    labels: Sequence[str] | None = None,
+    *,
+    layer: str = "",
+    stage: str = "",
+    normalize: str = "per-stage",
+    rule: RangeRule | str = DEFAULT_RULE,
+    dead: Sequence[bool] | None = None,
+) -> np.ndarray:
+    """:func:`stage_grid` from tiles already coloured and fitted (``fit_to_tile`` with
+    :func:`grid_tile_scale`), one channel at a time, so no full-size copy of every
+    channel is held at once. ``shape`` is the stage's (C, H, W)."""
+    channels, height, width = shape
+    rule = parse_range(rule)
+    cmap = get_colormap(cmap)
+    signed = ranges[0].vmin < 0
+    scale = grid_tile_scale(channels, (height, width))
     if labels is None:
         labels = [f"c{c}" for c in range(channels)]
     if dead is None:

@@ -17,12 +17,16 @@ are counted on the full maps.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cbr_cli.io.render.ranges import percentile, strided_sample
 
-__all__ = ["STAGE_TITLES", "layer_histograms"]
+if TYPE_CHECKING:
+    from cbr_cli.core.stats import ChannelStats
+
+__all__ = ["STAGE_TITLES", "layer_histograms", "warm_up"]
 
 STAGE_TITLES = {"conv": "conv output", "bn": "after BatchNorm", "act": "after activation"}
 _LEGEND_MAX = 10
@@ -44,6 +48,13 @@ def _fractions(row: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return counts / max(finite.size, 1)
 
 
+def warm_up() -> None:
+    """Import what :func:`layer_histograms` draws with (about 0.3 s, once per process)."""
+    import matplotlib.backends.backend_agg
+    import matplotlib.figure
+    import matplotlib.ticker  # noqa: F401
+
+
 def layer_histograms(
     stages: Mapping[str, np.ndarray],
     labels: Sequence[str] | None = None,
@@ -53,6 +64,7 @@ def layer_histograms(
     bins: int = 60,
     width: int = 1100,
     height: int = 340,
+    summaries: Mapping[str, Sequence[ChannelStats]] | None = None,
 ) -> np.ndarray:
     """One figure: a histogram panel per stage of one layer, in pipeline order.
 
@@ -69,6 +81,10 @@ def layer_histograms(
     bins : int
     width, height : int
         Figure size in pixels.
+    summaries : mapping of str to sequence of ChannelStats, optional
+        Each stage's statistics over its full maps: the notes (BN's centring, the zeroed
+        fraction, dead channels) come from them instead of ``stages``, which may then be
+        samples (e.g. ``(C, 1, n)`` strided samples).
 
     Returns
     -------
@@ -122,7 +138,7 @@ def layer_histograms(
         ax.text(
             0.98,
             0.97,
-            _note(stage, data, labels, activation),
+            _note(stage, data, labels, activation, (summaries or {}).get(stage)),
             transform=ax.transAxes,
             ha="right",
             va="top",
@@ -139,26 +155,39 @@ def layer_histograms(
     return np.ascontiguousarray(rgba[..., :3])
 
 
-def _note(stage: str, data: np.ndarray, labels: Sequence[str], activation: str | None) -> str:
-    flat = data.reshape(data.shape[0], -1)
-    if stage == "bn":
+def _note(
+    stage: str,
+    data: np.ndarray,
+    labels: Sequence[str],
+    activation: str | None,
+    summary: Sequence[ChannelStats] | None = None,
+) -> str:
+    if summary is not None:
+        means = np.array([s.mean for s in summary])
+        stds = np.array([s.std for s in summary])
+        zeroed = float(np.mean([s.frac_zero for s in summary]))
+        negative = float(np.mean([s.frac_negative for s in summary]))
+        dead = [labels[c] for c, s in enumerate(summary) if s.dead]
+    else:
+        flat = data.reshape(data.shape[0], -1)
         means = flat.mean(axis=1, dtype=np.float64)
         stds = flat.std(axis=1, dtype=np.float64)
+        zeroed = np.count_nonzero(flat == 0) / max(flat.size, 1)
+        negative = np.count_nonzero(flat < 0) / max(flat.size, 1)
+        dead = [labels[c] for c in range(len(flat)) if not np.any(flat[c])]
+    channels = len(means)
+    if stage == "bn":
         return (
             f"centred: |channel mean| <= {np.abs(means).max():.1g}\n"
             f"scaled: channel stds {stds.min():.3g}..{stds.max():.3g}"
         )
     if stage == "act":
-        zeroed = np.count_nonzero(flat == 0) / max(flat.size, 1)
-        dead = [labels[c] for c in range(len(flat)) if not np.any(flat[c])]
         lines = [f"{activation or 'activation'}: {zeroed:.1%} of pixels are 0"]
         if activation == "relu":
             lines.append("(shaded: x < 0, set to 0)")
         if activation == "leaky_relu":
-            negative = np.count_nonzero(flat < 0) / max(flat.size, 1)
             lines.append(f"{negative:.1%} negative (scaled by the slope)")
         shown = ", ".join(dead[:4]) + (", …" if len(dead) > 4 else "")
-        lines.append(f"dead channels: {len(dead)}/{len(flat)}" + (f" ({shown})" if dead else ""))
+        lines.append(f"dead channels: {len(dead)}/{channels}" + (f" ({shown})" if dead else ""))
         return "\n".join(lines)
-    stds = flat.std(axis=1, dtype=np.float64)
     return f"channel stds {stds.min():.2g}..{stds.max():.2g}"

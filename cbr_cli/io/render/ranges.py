@@ -63,6 +63,7 @@ __all__ = [
     "map_ranges",
     "parse_range",
     "percentile",
+    "resolve_normalize",
     "strided_sample",
     "value_range",
 ]
@@ -329,6 +330,7 @@ def display_ranges(
     signed: bool | Sequence[bool] | None = None,
     rule: RangeRule | str = DEFAULT_RULE,
     stage_names: Sequence[str] | None = None,
+    extents: Sequence[tuple[np.ndarray, np.ndarray] | None] | None = None,
 ) -> list[list[DisplayRange]]:
     """Display ranges for every channel of every stage.
 
@@ -345,6 +347,10 @@ def display_ranges(
         ``max`` or ``pNN`` (:func:`parse_range`).
     stage_names : sequence of str, optional
         ``conv`` / ``bn`` / ``act`` per stage, for ``auto``.
+    extents : sequence of (mins, maxs) or None, optional
+        Each stage's finite per-channel minimum and maximum (float64, shape (C,)) where
+        already known (e.g. from the statistics), saving a pass over the data; ``None``
+        for a stage: computed (:func:`channel_extents`).
 
     Returns
     -------
@@ -357,7 +363,7 @@ def display_ranges(
         Unknown ``normalize`` or bad ``rule``.
     """
     rule = parse_range(rule)
-    modes = _modes(normalize, len(stages), stage_names)
+    modes = resolve_normalize(normalize, len(stages), stage_names)
     if signed is None or isinstance(signed, bool):
         flags = [is_signed(s) if signed is None else signed for s in stages]
     else:
@@ -365,7 +371,10 @@ def display_ranges(
         if len(flags) != len(stages):
             raise ValueError(f"got {len(flags)} signed flags for {len(stages)} stages")
 
-    extents = [channel_extents(s) for s in stages]
+    given = list(extents) if extents is not None else [None] * len(stages)
+    if len(given) != len(stages):
+        raise ValueError(f"got {len(given)} extents for {len(stages)} stages")
+    extents = [channel_extents(s) if e is None else e for s, e in zip(stages, given, strict=True)]
     samples = [
         None if rule.is_max else strided_sample(s, _sample_limit(s.shape[-3], mode))
         for s, mode in zip(stages, modes, strict=True)
@@ -409,7 +418,16 @@ def _sample_limit(channels: int, mode: str) -> int:
     return max(SAMPLE_MAX // max(channels, 1), 4096)
 
 
-def _modes(normalize: str | Sequence[str], count: int, names: Sequence[str] | None) -> list[str]:
+def resolve_normalize(
+    normalize: str | Sequence[str], count: int, names: Sequence[str] | None
+) -> list[str]:
+    """One of :data:`NORMALIZE_MODES` per stage: ``auto`` resolved from the stage ``names``.
+
+    Raises
+    ------
+    CbrError
+        An unknown mode.
+    """
     given = [normalize] * count if isinstance(normalize, str) else list(normalize)
     if len(given) != count:
         raise ValueError(f"got {len(given)} normalize modes for {count} stages")

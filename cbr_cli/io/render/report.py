@@ -19,7 +19,7 @@ from cbr_cli.io.render.report_context import IndexContext, ReportContext
 if TYPE_CHECKING:
     from jinja2 import Environment
 
-__all__ = ["render_index", "render_report", "url"]
+__all__ = ["render_index", "render_report", "url", "warm_up"]
 
 
 def url(path: str) -> str:
@@ -51,6 +51,13 @@ def _environment() -> Environment:
     env.filters["percent"] = _percent
     env.filters["number"] = _number
     return env
+
+
+def warm_up() -> None:
+    """Load Jinja2 and compile the templates (once per process)."""
+    env = _environment()
+    env.get_template("report.html.j2")
+    env.get_template("index.html.j2")
 
 
 def render_report(context: ReportContext) -> str:

@@ -259,9 +259,11 @@ def report_context(
     pipeline_yaml : str
         The resolved pipeline as YAML.
     notes : mapping of stage name to str, optional
-        How each stage's colours were scaled (``grid.normalize_note``).
+        How each stage's colours were scaled (``grid.normalize_note``), where a stage
+        of ``result`` has no ``note`` of its own.
     kernels, histograms : mapping of (image name, layer) to path, optional
-        The kernels picture and histogram figure files.
+        The kernels picture and histogram figure files, where an image of ``result``
+        does not list them in its ``layers`` (``kernels`` and ``hist`` paths).
     """
     notes = notes or {}
     kernels = kernels or {}
@@ -287,7 +289,7 @@ def report_context(
                     StageView(
                         stage=stage["stage"],
                         grid=Picture(relative(files["grid"], out_dir), f"{what}, all channels"),
-                        note=notes.get(stage["stage"], ""),
+                        note=stage.get("note") or notes.get(stage["stage"], ""),
                         channels=[
                             Picture(relative(path, out_dir), f"{what}, {channels[c]['label']}")
                             for c, path in enumerate(files.get("channels", []))
@@ -296,8 +298,9 @@ def report_context(
                     )
                 )
             labels = [c["label"] for c in stages[0]["channels"]]
-            kernel_file = kernels.get((name, layer))
-            hist_file = histograms.get((name, layer))
+            own = image.get("layers", {}).get(layer, {})
+            kernel_file = own.get("kernels") or kernels.get((name, layer))
+            hist_file = own.get("hist") or histograms.get((name, layer))
             layers.append(
                 LayerView(
                     name=layer,

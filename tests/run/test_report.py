@@ -17,7 +17,7 @@ from cbr_cli.io.render.report_context import (
     Table,
     shape_table,
 )
-from tests.io.render.report_run import XSS_NAME, BuiltReport, build_report
+from tests.run.report_run import XSS_NAME, BuiltReport, build_report
 
 CHROMIUM = shutil.which("chromium")
 LAUNCH_ARGS = [
@@ -114,10 +114,14 @@ def test_user_strings_are_escaped(built: BuiltReport) -> None:
     assert url(f"{XSS_NAME}/input.png") == "%3Cimg%20src%3Dx%20onerror%3Dalert%281%29%3E/input.png"
 
 
-def test_dead_and_clipped_channels_are_highlighted(built: BuiltReport) -> None:
-    context = built.context
+def test_dead_and_clipped_channels_are_highlighted(tmp_path: Path) -> None:
+    context = build_report(tmp_path, range_rule="max").context  # max: nothing clipped
     rows = context.images[0].layers[0].stages[-1].rows
-    changed = [r.__class__(**{**r.__dict__, "dead": i == 1}) for i, r in enumerate(rows)]
+    # Ranges that reach the data everywhere, then one channel dead and one clipped.
+    changed = [
+        r.__class__(**{**r.__dict__, "dead": i == 1, "vmin": r.min, "vmax": r.max})
+        for i, r in enumerate(rows)
+    ]
     changed[2] = changed[2].__class__(**{**changed[2].__dict__, "vmax": changed[2].max / 2})
     stage = context.images[0].layers[0].stages[-1]
     stage.rows[:] = changed
