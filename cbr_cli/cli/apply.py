@@ -40,6 +40,8 @@ def apply(
     save_npy: opt.SaveNpy = False,
     channel_pngs: opt.ChannelPngs = True,
     resize: opt.Resize = None,
+    pngs: opt.Pngs = True,
+    dtype: opt.Dtype = "float32",
     json_output: Annotated[
         bool, typer.Option("--json", help="Print statistics and written paths as JSON on stdout.")
     ] = False,
@@ -76,7 +78,9 @@ def apply(
         steady_allocator()  # the peak RSS stays what the memory check counts
 
         spec = build_spec(config, flags)
-        options = opt.output_options(out, colormap, normalize, save_npy, channel_pngs, resize)
+        options = opt.output_options(
+            out, colormap, normalize, save_npy, channel_pngs, resize, pngs=pngs, dtype=dtype
+        )
         _print_apply(run_apply([str(p) for p in images], spec, options), json_output, verbose)
 
     _run(body)

@@ -106,6 +106,19 @@ def batch(
     save_npy: opt.SaveNpy = False,
     channel_pngs: opt.ChannelPngs = True,
     resize: opt.Resize = None,
+    pngs: opt.Pngs = True,
+    dtype: opt.Dtype = "float32",
+    store: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--store",
+            metavar="PATH",
+            help="Also write every image's feature maps into one Zarr (v3) store, an "
+            "(N, C, H, W) array per <layer>/<stage>, one chunk per image (relative PATH: "
+            "under OUT). Images must give one output size (--resize). Needs the zarr extra.",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = None,
     *,
     flags: "LayerFlags",  # the layer flags, gathered by with_layer_flags
 ) -> None:
@@ -136,8 +149,12 @@ def batch(
             fail_fast=fail_fast,
             prune=prune,
             dask=dask,
-            output=opt.output_options(out, colormap, normalize, save_npy, channel_pngs, resize),
-        )
+            store=None if store is None else str(store),
+            output=opt.output_options(
+                out, colormap, normalize, save_npy, channel_pngs, resize,
+                pngs=pngs, dtype=dtype, store=store is not None,
+            ),
+        )  # fmt: skip
         with ProgressDisplay(Console(stderr=True)) as display:
             return run_batch(in_dir, spec, options, on_progress=display)
 
@@ -197,6 +214,8 @@ def _print_batch(result: "BatchResult", in_dir: Path, out: Path) -> None:
     if result.stopped:
         console.print("stopped at the first failure (--fail-fast)", style="yellow")
     console.print(f"wrote {shown_path(result.out_dir, out)}", highlight=False, soft_wrap=True)
+    if result.store is not None:
+        console.print(f"store {result.store}", highlight=False, soft_wrap=True)
 
 
 def calibrate(

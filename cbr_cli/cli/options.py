@@ -301,7 +301,7 @@ SaveNpy = Annotated[
     bool,
     typer.Option(
         "--save-npy",
-        help="Also save raw float32 arrays (C, H, W) as .npy.",
+        help="Also save the raw arrays (C, H, W) as .npy (float32, or --dtype float16).",
         rich_help_panel=OUTPUT,
     ),
 ]
@@ -310,6 +310,26 @@ ChannelPngs = Annotated[
     typer.Option(
         "--channel-pngs/--no-channel-pngs",
         help="Write one PNG per channel.",
+        rich_help_panel=OUTPUT,
+    ),
+]
+Pngs = Annotated[
+    bool,
+    typer.Option(
+        "--pngs/--no-pngs",
+        help="Write PNGs (input, channels, grids). --no-pngs: arrays and statistics only "
+        "(needs --save-npy, or for batch --store).",
+        rich_help_panel=OUTPUT,
+    ),
+]
+DTYPE_CHOICES = ("float32", "float16")
+Dtype = Annotated[
+    str,
+    typer.Option(
+        "--dtype",
+        metavar="float32|float16",
+        help="dtype of the saved arrays (.npy, --store). float16 halves the disk; a map with "
+        "values beyond float16's range (|x| > 65504) is refused, not saved as inf.",
         rich_help_panel=OUTPUT,
     ),
 ]
@@ -354,8 +374,15 @@ def output_options(
     save_npy: bool,
     channel_pngs: bool,
     resize: str | None,
+    *,
+    pngs: bool = True,
+    dtype: str = "float32",
+    store: bool | None = None,
 ) -> "ApplyOptions":
-    """Validate the output flags shared by ``apply`` and ``batch`` into ApplyOptions."""
+    """Validate the output flags shared by ``apply`` and ``batch`` into ApplyOptions.
+
+    ``store`` is whether ``--store`` was given (None: the command has no ``--store``).
+    """
     from cbr_cli.io import render
     from cbr_cli.run.records import ApplyOptions
 
@@ -369,6 +396,14 @@ def output_options(
             f"--normalize: expected one of {list(NORMALIZE_CHOICES)} (got {normalize!r})"
             + did_you_mean(normalize, NORMALIZE_CHOICES)
         )
+    if dtype not in DTYPE_CHOICES:
+        raise CbrError(
+            f"--dtype: expected one of {list(DTYPE_CHOICES)} (got {dtype!r})"
+            + did_you_mean(dtype, DTYPE_CHOICES)
+        )
+    if not pngs and not save_npy and not store:
+        add = "--save-npy or --store" if store is not None else "--save-npy"
+        raise CbrError(f"--no-pngs: nothing would be written; add {add}")
     return ApplyOptions(
         out_dir=str(out),
         colormap=colormap.lower() if colormap else None,
@@ -376,6 +411,8 @@ def output_options(
         save_npy=save_npy,
         channel_pngs=channel_pngs,
         resize=parse_size(resize),
+        pngs=pngs,
+        npy_dtype=dtype,
     )
 
 

@@ -85,14 +85,22 @@ def npy_name(layer: str, stage: str) -> str:
 
 
 def output_names(
-    stages: Iterable[tuple[str, str, int]], *, channel_pngs: bool, save_npy: bool
+    stages: Iterable[tuple[str, str, int]],
+    *,
+    channel_pngs: bool,
+    save_npy: bool,
+    pngs: bool = True,
 ) -> list[str]:
-    """Every file name one image gets, for stages given as ``(layer, stage, channels)``."""
-    names = [INPUT_PNG]
+    """Every file name one image gets, for stages given as ``(layer, stage, channels)``.
+
+    ``pngs=False`` (``--no-pngs``): no PNG at all, the ``.npy`` files only (if ``save_npy``).
+    """
+    names = [INPUT_PNG] if pngs else []
     for layer, stage, channels in stages:
-        if channel_pngs:
+        if pngs and channel_pngs:
             names += [channel_name(layer, stage, c, channels) for c in range(channels)]
-        names.append(grid_name(layer, stage))
+        if pngs:
+            names.append(grid_name(layer, stage))
         if save_npy:
             names.append(npy_name(layer, stage))
     return names

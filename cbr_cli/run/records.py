@@ -22,6 +22,10 @@ class ApplyOptions:
     save_npy: bool = False
     channel_pngs: bool = True
     resize: tuple[int, int] | None = None
+    pngs: bool = True
+    """False (``--no-pngs``): no PNG at all; arrays (``save_npy``) and statistics only."""
+    npy_dtype: str = "float32"
+    """``--dtype``: ``"float32"`` or ``"float16"`` for the ``.npy`` files (and ``--store``)."""
 
 
 @dataclass
