@@ -128,7 +128,8 @@ def batch(
     stats.csv, aggregate.csv, failures.txt and manifest.json in OUT. A rerun skips
     finished images. A BN in mode batch normalises with statistics over the whole
     folder (PyTorch train mode with the folder as one batch), cached in OUT/bn_stats.json.
-    Exit code 1 if any image failed, 130 if interrupted.
+    --store PATH also writes every image's maps into one Zarr store; --no-pngs writes
+    arrays and statistics only. Exit code 1 if any image failed, 130 if interrupted.
     """
 
     def body() -> "BatchResult":

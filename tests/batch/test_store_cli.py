@@ -269,3 +269,22 @@ def test_readme_snippets_read_the_store_back(folder: Path, pipeline: Path, tmp_p
     np.testing.assert_allclose(
         found["mean"], conv.astype(np.float64).mean(axis=(0, 2, 3)), rtol=1e-6
     )
+
+
+@pytest.mark.parametrize("bn", ["batch", "off"])  # fails in the BN pass, or in its own task
+def test_a_broken_image_has_no_flag_and_the_others_are_stored(folder: Path, tmp_path, bn):
+    (folder / "p0" / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "out"
+    result = cbr(
+        "batch", folder, "-r", "-o", out, "--out-channels", "2", "--bn", bn, "--store", "s.zarr",
+    )  # fmt: skip
+    assert result.exit_code == 1, result.stderr
+    assert "broken.png" in result.stdout
+    root = zarr.open_group(out / "s.zarr", mode="r")
+    names = list(root["image"][:])
+    assert names == sorted([*_rels(folder)])  # the broken file is one of the N images
+    done = root["done"][:]
+    broken = names.index("p0/broken.png")
+    assert done[broken] == 0 and done.sum() == IMAGES
+    assert np.isnan(root["layer1/conv"][broken]).all()  # the fill value: no chunk
+    assert not np.isnan(root["layer1/conv"][[i for i in range(IMAGES + 1) if i != broken]]).any()
