@@ -25,6 +25,9 @@ class BatchOptions:
     dask: str | None = None
     """``--dask``: a scheduler ``tcp://HOST:PORT`` or ``local[:N]`` (see
     :mod:`cbr_cli.batch.dask_pool`); None runs on local worker processes."""
+    store: str | None = None
+    """``--store``: the Zarr feature store (:mod:`cbr_cli.batch.zarr_store`); a relative
+    path is under ``out_dir``. None writes none."""
     output: ApplyOptions = field(default_factory=ApplyOptions)
 
 
@@ -45,6 +48,8 @@ class BatchResult:
     """Image folders (relative to OUT) of images no longer in IN (see :meth:`_Run.orphans`)."""
     pruned: bool = False
     """True if the ``orphans`` were removed (``prune``)."""
+    store: str | None = None
+    """The feature store's absolute path (``--store``), or None."""
 
     def count(self, status: str) -> int:
         return sum(1 for s in self.status.values() if s == status)

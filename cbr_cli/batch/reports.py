@@ -216,6 +216,7 @@ def _folder_manifest(
     data = run_description(spec, options.output)
     data["options"]["channel_pngs"] = options.output.channel_pngs
     data["options"]["color"] = color
+    data["options"]["store"] = options.store
     data["input"] = {
         "folder": os.path.abspath(in_dir),
         "recursive": options.recursive,

@@ -8,7 +8,8 @@ fingerprint equals the current one. The fingerprint is a SHA-256 over
 * the resolved pipeline (``PipelineSpec.to_plain()``) and the SHA-256 of every
   ``.npy`` file it names (weights, BN parameters, ...), so editing an array counts;
 * what shapes the outputs: the colour the images are read in, ``resize``,
-  ``colormap``, ``normalize``, ``save_npy``, ``channel_pngs``;
+  ``colormap``, ``normalize``, ``save_npy``, ``channel_pngs``, ``pngs``,
+  ``npy_dtype``;
 * the dataset-wide BN statistics, if any (adding an image to the folder changes
   them, and with them every image's outputs: all are redone);
 * the input file: absolute path, size and modification time in nanoseconds
@@ -154,7 +155,8 @@ def finished(
         warn(problem)
     if marker is None or marker["fingerprint"] != fingerprint:
         return False
-    listed = [Path(folder) / INPUT_PNG]
+    # input.png unless the run wrote no PNG (--no-pngs; older markers always name it)
+    listed = [Path(folder) / INPUT_PNG] if marker["image"].get("input_png", True) else []
     for stage in marker["image"]["stages"]:
         for value in stage["files"].values():
             names = value if isinstance(value, list) else [value]

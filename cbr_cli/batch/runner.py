@@ -63,7 +63,7 @@ from cbr_cli.batch.scan import RunSetup, check_config, failure_reason, scan_fold
 from cbr_cli.errors import CbrError
 from cbr_cli.io.image_folder import ImageFolder, OutTree, find_recorded_folders
 from cbr_cli.run.apply import process_image
-from cbr_cli.run.pipeline import needs_whole_batch
+from cbr_cli.run.pipeline import StageResult, needs_whole_batch
 from cbr_cli.run.records import ApplyOptions
 from cbr_cli.spec.pipeline_types import PipelineSpec
 
@@ -75,9 +75,32 @@ BatchStats = dict[str, tuple[np.ndarray, np.ndarray]]
 # -------------------------------------------------------------- worker side
 
 
-def _process_task(item: tuple[ImageJob, str | None, str, BatchStats | None]) -> str | None:
-    """Process one image in a worker; None when done, else the reason it failed."""
-    job, fingerprint, out_root, batch_stats = item
+Task = tuple[ImageJob, str | None, str, BatchStats | None, Any]
+"""``(job, fingerprint, OUT, dataset BN stats, StoreWriter or None)``: one image's work."""
+
+
+def _store_hook(writer: Any, job: ImageJob) -> Callable[[list[StageResult]], None]:
+    """Write one image's maps into the store (chunks, then its done flag)."""
+    from cbr_cli.core.dtypes import to_output_dtype
+
+    def write(results: list[StageResult]) -> None:
+        maps = {}
+        for r in results:
+            name = f"{r.layer}/{r.stage}"
+            maps[name] = to_output_dtype(r.data[0], writer.dtype, name)
+        writer.write(job.index, maps, job.rel)
+
+    return write
+
+
+def _process_task(item: Task) -> str | None:
+    """Process one image in a worker; None when done, else the reason it failed.
+
+    With a store, the image's chunks and done flag are written once it is computed,
+    before its folder's files; its folder's marker comes last. It counts as done only
+    with both (:meth:`_Run.process`).
+    """
+    job, fingerprint, out_root, batch_stats, writer = item
     setup: RunSetup = state()
     folder = ImageFolder(OutTree(out_root), job.out_rel)
     try:
@@ -91,12 +114,16 @@ def _process_task(item: tuple[ImageJob, str | None, str, BatchStats | None]) -> 
             layers=setup.layers,
             batch_stats=batch_stats,
             folder=folder,  # cleared of an earlier run's files before the new ones come
+            on_results=None if writer is None else _store_hook(writer, job),
         )
         write_marker(job.folder, fingerprint, relative_record(record.to_dict(), out_root))
         folder.drop_pending()
     except (CbrError, MemoryError) as exc:
         with contextlib.suppress(CbrError):
             folder.clear(remove_empty=True)
+        if writer is not None:
+            with contextlib.suppress(CbrError, OSError):
+                writer.clear(job.index)
         return failure_reason(exc)
     return None
 
@@ -124,6 +151,8 @@ def run_key(
             "report": options.report,
             "save_npy": options.save_npy,
             "channel_pngs": options.channel_pngs,
+            "pngs": options.pngs,
+            "npy_dtype": options.npy_dtype,
             "bn_stats": stats,
         }
     )
@@ -155,16 +184,28 @@ def _sigint_ignored() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _discard(item: tuple[ImageJob, str | None, str, Any], done: dict[int, str]) -> None:
+def _stored(writer: Any, index: int) -> bool:
+    """True if image ``index``'s done flag is set in the store of ``writer``."""
+    from cbr_cli.batch.zarr_store import FeatureStore
+
+    return bool(FeatureStore(writer.path).done()[index])
+
+
+def _discard(item: Task, done: dict[int, str]) -> None:
     """After the workers are gone: keep an in-flight image that finished, clear the rest."""
-    job, fingerprint, out_root, _ = item
+    job, fingerprint, out_root, _, writer = item
     folder = ImageFolder(OutTree(out_root), job.out_rel)
     with contextlib.suppress(CbrError):
-        if finished(job.folder, fingerprint, out_root):
+        if finished(job.folder, fingerprint, out_root) and (
+            writer is None or _stored(writer, job.index)
+        ):
             done[job.index] = "processed"
             folder.drop_pending()  # killed between its marker and this
         else:
             folder.clear(remove_empty=True)
+            if writer is not None:
+                with contextlib.suppress(OSError):
+                    writer.clear(job.index)
 
 
 class _Run:
@@ -181,6 +222,7 @@ class _Run:
         if os.path.exists(options.out_dir) and not os.path.isdir(options.out_dir):
             raise CbrError(f"--out {options.out_dir}: exists and is not a folder")
         images = discover(in_dir, options.recursive, options.glob)
+        self.in_dir = in_dir
         self.spec = spec
         self.options = options
         self.tree = OutTree(options.out_dir)
@@ -197,6 +239,65 @@ class _Run:
         self.color = scan.color
         self.setup = RunSetup(spec, self.color, options.output)
         check_config(self.setup, scan)
+        self.store_path = self._store_path(in_dir) if options.store is not None else None
+        if self.store_path is not None:
+            from cbr_cli.batch.zarr_store import one_size, stage_shapes
+
+            sizes = {spec.input.prepared_size(h, w) for h, w in scan.sizes}
+            height, width = one_size(frozenset(sizes))
+            (channels,) = scan.channels
+            self.store_arrays = stage_shapes(spec, (channels, height, width))
+        self.store: Any = None  # the open FeatureStore (open_store)
+
+    def _store_path(self, in_dir: str) -> str:
+        """``--store`` made absolute (relative: under OUT), refused inside IN or an image's
+        output folder."""
+        assert self.options.store is not None
+        path = Path(self.out_root, self.options.store).resolve()  # absolute stays absolute
+        shown = self.options.store
+        inside = Path(in_dir).resolve()
+        if path == inside or inside in path.parents:
+            raise CbrError(f"--store {shown}: must not be inside IN_DIR {in_dir}")
+        for job in self.jobs:
+            folder = Path(job.folder).resolve()
+            if path == folder or folder in path.parents or path in folder.parents:
+                raise CbrError(
+                    f"--store {shown}: is the output folder of image {job.rel} (or holds "
+                    "it); give another path"
+                )
+        return os.fspath(path)
+
+    def open_store(self) -> None:
+        """Create the store or reopen it to resume (refused if it holds another config or
+        input set, unless ``force``: then rebuilt)."""
+        from cbr_cli import __version__
+        from cbr_cli.batch.zarr_store import StoreLayout, open_store, store_keys
+        from cbr_cli.run.manifest import run_description
+
+        assert self.store_path is not None
+        plain = self.spec.to_plain()
+        dtype = self.options.output.npy_dtype
+        layout = StoreLayout(tuple(job.rel for job in self.jobs), self.store_arrays, dtype)
+        # The BN statistics are left out: they follow from these and the input set.
+        config = {
+            "cbr": __version__,
+            "pipeline": plain,
+            "npy": npy_digests(plain),
+            "color": self.color,
+            "resize": self.options.output.resize,
+            "dtype": dtype,
+        }
+        keys = store_keys(config, [job.path for job in self.jobs])
+        described = run_description(self.spec, self.options.output)
+        attrs = {
+            "pipeline": plain,
+            "versions": described["versions"],
+            "color": self.color,
+            "resize": self.options.output.resize,
+            "input_folder": os.path.abspath(self.in_dir),
+        }
+        Path(self.store_path).parent.mkdir(parents=True, exist_ok=True)
+        self.store = open_store(self.store_path, layout, keys, attrs, rebuild=self.options.force)
 
     def folder(self, job: ImageJob) -> ImageFolder:
         return ImageFolder(self.tree, job.out_rel)
@@ -280,20 +381,26 @@ class _Run:
     def process(self, pool: WorkerPool[Any], stats: BatchStats | None) -> None:
         key = run_key(self.spec, self.color, self.options.output, stats)
         self.stages = stages_written(self.spec)
-        todo = []
+        todo: list[Task] = []
+        writer = None if self.store is None else self.store.writer()
+        stored = None if self.store is None else self.store.done()
         for job in self.jobs:
             if job.index in self.failures:
                 with contextlib.suppress(CbrError):  # stale outputs of an earlier, good file
                     self.folder(job).clear(remove_empty=True)
                 continue
             fingerprint = image_fingerprint(key, job.path)
-            if not self.options.force and finished(
-                job.folder, fingerprint, self.out_root, self.stages, self.warnings.append
+            if (
+                not self.options.force
+                and finished(
+                    job.folder, fingerprint, self.out_root, self.stages, self.warnings.append
+                )
+                and (stored is None or stored[job.index])  # and in the store, if any
             ):
                 self.status[job.index] = "skipped"
                 self.folder(job).drop_pending()  # if killed between its marker and this
             else:
-                todo.append((job, fingerprint, self.out_root, stats))
+                todo.append((job, fingerprint, self.out_root, stats, writer))
         skipped = sum(1 for s in self.status.values() if s == "skipped")
         progress = Progress("process", len(todo), skipped=skipped)
         if todo:
@@ -351,7 +458,10 @@ def _make_pool(run: _Run, in_dir: str, options: BatchOptions) -> Any:
         from cbr_cli.batch.dask_pool import DaskPool
     except ImportError:
         raise CbrError("--dask needs the dask extra: pip install 'cbr-cli[dask]'") from None
-    return DaskPool(options.dask, run.setup, folders=[os.path.abspath(in_dir), run.out_root])
+    folders = [os.path.abspath(in_dir), run.out_root]
+    if run.store_path is not None and not run.store_path.startswith(run.out_root + os.sep):
+        folders.insert(1, os.path.dirname(run.store_path))  # the probe file goes in OUT (last)
+    return DaskPool(options.dask, run.setup, folders=folders)
 
 
 def _locked_run(run: _Run, in_dir: str, spec: PipelineSpec, options: BatchOptions) -> BatchResult:
@@ -366,6 +476,8 @@ def _locked_run(run: _Run, in_dir: str, spec: PipelineSpec, options: BatchOption
     if not needs_whole_batch(spec):  # an earlier run's, with another pipeline
         with contextlib.suppress(FileNotFoundError):
             os.unlink(Path(run.out_root) / BN_STATS_FILE)
+    if run.store_path is not None:
+        run.open_store()  # before any work: a store of another config is refused now
     with _make_pool(run, in_dir, options) as pool:
         try:
             stats = run.calibrate(pool) if needs_whole_batch(spec) else None
@@ -374,7 +486,7 @@ def _locked_run(run: _Run, in_dir: str, spec: PipelineSpec, options: BatchOption
         except BaseException:
             with _sigint_ignored():
                 for item in pool.stop():
-                    if len(item) == 4 and isinstance(item[0], ImageJob):
+                    if len(item) == 5 and isinstance(item[0], ImageJob):
                         _discard(item, {})
             raise
     status = {job.rel: run.status.get(job.index, "not run") for job in run.jobs}
@@ -399,4 +511,5 @@ def _locked_run(run: _Run, in_dir: str, spec: PipelineSpec, options: BatchOption
         warnings=run.warnings,
         orphans=[folder.rel for folder in orphans],
         pruned=options.prune,
+        store=run.store_path,
     )

@@ -42,6 +42,8 @@ def apply(
     channel_pngs: opt.ChannelPngs = True,
     report: opt.Report = True,
     resize: opt.Resize = None,
+    pngs: opt.Pngs = True,
+    dtype: opt.Dtype = "float32",
     json_output: Annotated[
         bool, typer.Option("--json", help="Print statistics and written paths as JSON on stdout.")
     ] = False,
@@ -81,6 +83,7 @@ def apply(
         options = opt.output_options(
             out, colormap, normalize, save_npy, channel_pngs, resize,
             range_rule=view_range, report=report, command=opt.command_line(),
+            pngs=pngs, dtype=dtype,
         )  # fmt: skip
         _print_apply(run_apply([str(p) for p in images], spec, options), json_output, verbose)
 

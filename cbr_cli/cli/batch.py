@@ -108,6 +108,19 @@ def batch(
     channel_pngs: opt.ChannelPngs = True,
     report: opt.BatchReport = True,
     resize: opt.Resize = None,
+    pngs: opt.Pngs = True,
+    dtype: opt.Dtype = "float32",
+    store: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--store",
+            metavar="PATH",
+            help="Also write every image's feature maps into one Zarr (v3) store, an "
+            "(N, C, H, W) array per <layer>/<stage>, one chunk per image (relative PATH: "
+            "under OUT). Images must give one output size (--resize). Needs the zarr extra.",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = None,
     *,
     flags: "LayerFlags",  # the layer flags, gathered by with_layer_flags
 ) -> None:
@@ -117,7 +130,8 @@ def batch(
     stats.csv, aggregate.csv, failures.txt and manifest.json in OUT. A rerun skips
     finished images. A BN in mode batch normalises with statistics over the whole
     folder (PyTorch train mode with the folder as one batch), cached in OUT/bn_stats.json.
-    Exit code 1 if any image failed, 130 if interrupted.
+    --store PATH also writes every image's maps into one Zarr store; --no-pngs writes
+    arrays and statistics only. Exit code 1 if any image failed, 130 if interrupted.
     """
 
     def body() -> "BatchResult":
@@ -140,20 +154,16 @@ def batch(
             fail_fast=fail_fast,
             prune=prune,
             dask=dask,
+            store=None if store is None else str(store),
             output=opt.output_options(
-                out,
-                colormap,
-                normalize,
-                save_npy,
-                channel_pngs,
-                resize,
-                range_rule=view_range,
-                report=report,
+                out, colormap, normalize, save_npy, channel_pngs, resize,
+                range_rule=view_range, report=report, pngs=pngs, dtype=dtype,
+                store=store is not None,
                 # Not the whole command line: the pages stay the same bytes whatever -j,
                 # --dask, OUT's name or a resume; manifest.json holds the options.
                 command=shlex.join(["cbr", "batch", str(in_dir)]),
             ),
-        )
+        )  # fmt: skip
         with ProgressDisplay(Console(stderr=True)) as display:
             return run_batch(in_dir, spec, options, on_progress=display)
 
@@ -213,6 +223,8 @@ def _print_batch(result: "BatchResult", in_dir: Path, out: Path) -> None:
     if result.stopped:
         console.print("stopped at the first failure (--fail-fast)", style="yellow")
     console.print(f"wrote {shown_path(result.out_dir, out)}", highlight=False, soft_wrap=True)
+    if result.store is not None:
+        console.print(f"store {result.store}", highlight=False, soft_wrap=True)
 
 
 def calibrate(

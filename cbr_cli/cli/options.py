@@ -331,7 +331,7 @@ SaveNpy = Annotated[
     bool,
     typer.Option(
         "--save-npy",
-        help="Also save raw float32 arrays (C, H, W) as .npy.",
+        help="Also save the raw arrays (C, H, W) as .npy (float32, or --dtype float16).",
         rich_help_panel=OUTPUT,
     ),
 ]
@@ -340,6 +340,26 @@ ChannelPngs = Annotated[
     typer.Option(
         "--channel-pngs/--no-channel-pngs",
         help="Write one PNG per channel.",
+        rich_help_panel=OUTPUT,
+    ),
+]
+Pngs = Annotated[
+    bool,
+    typer.Option(
+        "--pngs/--no-pngs",
+        help="Write PNGs (input, channels, grids). --no-pngs: arrays and statistics only "
+        "(needs --save-npy, or for batch --store).",
+        rich_help_panel=OUTPUT,
+    ),
+]
+DTYPE_CHOICES = ("float32", "float16")
+Dtype = Annotated[
+    str,
+    typer.Option(
+        "--dtype",
+        metavar="float32|float16",
+        help="dtype of the saved arrays (.npy, --store). float16 halves the disk; a map with "
+        "values beyond float16's range (|x| > 65504) is refused, not saved as inf.",
         rich_help_panel=OUTPUT,
     ),
 ]
@@ -388,8 +408,14 @@ def output_options(
     range_rule: str = "p99.5",
     report: bool = False,
     command: str = "",
+    pngs: bool = True,
+    dtype: str = "float32",
+    store: bool | None = None,
 ) -> "ApplyOptions":
-    """Validate the output flags shared by ``apply`` and ``batch`` into ApplyOptions."""
+    """Validate the output flags shared by ``apply`` and ``batch`` into ApplyOptions.
+
+    ``store`` is whether ``--store`` was given (None: the command has no ``--store``).
+    """
     from cbr_cli.io import render
     from cbr_cli.io.render.ranges import parse_range
     from cbr_cli.run.records import ApplyOptions
@@ -404,6 +430,14 @@ def output_options(
             f"--normalize: expected one of {list(NORMALIZE_CHOICES)} (got {normalize!r})"
             + did_you_mean(normalize, NORMALIZE_CHOICES)
         )
+    if dtype not in DTYPE_CHOICES:
+        raise CbrError(
+            f"--dtype: expected one of {list(DTYPE_CHOICES)} (got {dtype!r})"
+            + did_you_mean(dtype, DTYPE_CHOICES)
+        )
+    if not pngs and not save_npy and not store:
+        add = "--save-npy or --store" if store is not None else "--save-npy"
+        raise CbrError(f"--no-pngs: nothing would be written; add {add}")
     return ApplyOptions(
         out_dir=str(out),
         colormap=colormap.lower() if colormap else None,
@@ -412,8 +446,10 @@ def output_options(
         channel_pngs=channel_pngs,
         resize=parse_size(resize),
         range_rule=str(parse_range(range_rule)),
-        report=report,
+        report=report and pngs,  # a report of pictures: none with --no-pngs
         command=command,
+        pngs=pngs,
+        npy_dtype=dtype,
     )
 
 

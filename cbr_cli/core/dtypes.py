@@ -37,3 +37,37 @@ def _is_real(value: object) -> bool:
 def _check_finite(a: np.ndarray, name: str) -> None:
     if not np.isfinite(a).all():
         raise CbrError(f"{name} contains NaN or inf values")
+
+
+OUTPUT_DTYPES = ("float32", "float16")
+"""What feature maps may be saved as (``--dtype``): computed in float32, stored as this."""
+
+
+def to_output_dtype(data: np.ndarray, dtype: str, name: str) -> np.ndarray:
+    """``data`` as ``dtype`` (one of :data:`OUTPUT_DTYPES`), C-contiguous, for saving.
+
+    float16 rounds to nearest (numpy's cast) and holds finite values up to 65504; a
+    finite value that would become ``inf`` is refused rather than saved as ``inf``
+    (it would poison every mean over the saved maps). NaN and inf already in ``data``
+    stay what they are.
+
+    Raises
+    ------
+    CbrError
+        ``dtype`` is not one of :data:`OUTPUT_DTYPES`, or float16 overflows, naming
+        ``name`` (e.g. ``layer1/conv``) and its largest magnitude.
+    """
+    if dtype not in OUTPUT_DTYPES:
+        raise CbrError(f"--dtype: expected one of {', '.join(OUTPUT_DTYPES)} (got {dtype!r})")
+    with np.errstate(over="ignore"):
+        out = np.ascontiguousarray(data, dtype=dtype)
+    if dtype == "float16" and np.isinf(out).any():
+        overflow = np.isinf(out) & np.isfinite(data)
+        if overflow.any():
+            largest = float(np.abs(np.asarray(data)[overflow]).max())
+            raise CbrError(
+                f"--dtype float16: {name} has values beyond float16's range (|x| up to "
+                f"{largest:.6g} > 65504), which would be saved as inf; use --dtype float32",
+                1,
+            )
+    return out

@@ -107,15 +107,20 @@ def output_names(
     channel_pngs: bool,
     save_npy: bool,
     report: bool = False,
+    pngs: bool = True,
 ) -> list[str]:
-    """Every file name one image gets, for stages given as ``(layer, stage, channels)``;
-    ``report`` adds each layer's kernels picture and histogram figure."""
-    names = [INPUT_PNG]
+    """Every file name one image gets, for stages given as ``(layer, stage, channels)``.
+
+    ``report`` adds each layer's kernels picture and histogram figure; ``pngs=False``
+    (``--no-pngs``): no PNG at all, the ``.npy`` files only (if ``save_npy``).
+    """
+    names = [INPUT_PNG] if pngs else []
     layers: list[str] = []
     for layer, stage, channels in stages:
-        if channel_pngs:
+        if pngs and channel_pngs:
             names += [channel_name(layer, stage, c, channels) for c in range(channels)]
-        names.append(grid_name(layer, stage))
+        if pngs:
+            names.append(grid_name(layer, stage))
         if save_npy:
             names.append(npy_name(layer, stage))
         if layer not in layers:

@@ -38,6 +38,7 @@ from cbr_cli.run.manifest import manifest, run_notes
 from cbr_cli.run.memory import check_memory, geometry
 from cbr_cli.run.pipeline import (
     BuiltLayer,
+    StageResult,
     build_layers,
     needs_whole_batch,
     normalize_input,
@@ -246,6 +247,7 @@ def process_image(
     batch_stats: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
     timings: dict[str, float] | None = None,
     folder: ImageFolder | None = None,
+    on_results: Callable[[list[StageResult]], None] | None = None,
 ) -> ImageRecord:
     """Run ``spec`` on one image alone and write its files into the folder ``out_dir``.
 
@@ -259,6 +261,8 @@ def process_image(
     cbr wrote there before are removed). Files are written one after another, in the
     calling thread (``cbr batch`` runs one such call per worker process). ``timings``, if
     given, accumulates seconds per phase (load, compute, stats, render, encode).
+    ``on_results``, if given, is called with the image's stage results (batch of one)
+    once they are computed, before any file is written (``cbr batch --store``).
     """
     from cbr_cli.io.image_folder import IMAGE_REPORT, output_names
     from cbr_cli.io.writers import ensure_dir
@@ -275,6 +279,8 @@ def process_image(
     built = layers(image.shape[0]) if layers is not None else build_layers(spec, image.shape[0])
     results = run_layers(built, normalize_input(image[None], spec.input), batch_stats=batch_stats)
     timings["compute"] += time.perf_counter() - start
+    if on_results is not None:
+        on_results(results)
     record = ImageRecord(
         path=os.path.abspath(path), name=name, out_dir=os.fspath(out_dir), source=sources[0]
     )
@@ -287,6 +293,7 @@ def process_image(
             channel_pngs=options.channel_pngs,
             save_npy=options.save_npy,
             report=options.report,
+            pngs=options.pngs,
         )
         folder.prepare([*names, IMAGE_REPORT] if options.report else names, record.path)
         target = folder.path

@@ -110,14 +110,15 @@ def _write_image(
         return str(final / name)
 
     start = time.perf_counter()
-    shown = np.clip(pixels, 0.0, 1.0)
-    input_rgb = np.rint(shown * 255).astype(np.uint8)
-    input_rgb = np.moveaxis(
-        np.repeat(input_rgb, 3, axis=0) if len(input_rgb) == 1 else input_rgb, 0, -1
-    )
-    # A photograph: the "up" filter makes it a third smaller than the montages' "none".
-    write_photo = functools.partial(write_png, row_filter="up")
-    record.input_png = submit(write_photo, layout.INPUT_PNG, input_rgb, {"source": record.path})
+    if options.pngs:  # --no-pngs: arrays and statistics only
+        shown = np.clip(pixels, 0.0, 1.0)
+        input_rgb = np.rint(shown * 255).astype(np.uint8)
+        input_rgb = np.moveaxis(
+            np.repeat(input_rgb, 3, axis=0) if len(input_rgb) == 1 else input_rgb, 0, -1
+        )
+        # A photograph: the "up" filter makes it a third smaller than the montages' "none".
+        write_photo = functools.partial(write_png, row_filter="up")
+        record.input_png = submit(write_photo, layout.INPUT_PNG, input_rgb, {"source": record.path})
 
     maps = [r.data[position] for r in results]
     timings["render"] += time.perf_counter() - start
@@ -191,7 +192,7 @@ def _write_stage(
     from cbr_cli.io import render
     from cbr_cli.io.render.grid import grid_from_tiles, grid_tile_scale, normalize_note
     from cbr_cli.io.render.resample import fit_to_tile
-    from cbr_cli.io.writers import write_npy, write_png
+    from cbr_cli.io.writers import write_png
 
     start = time.perf_counter()
     rule = parse_range(options.range_rule)
@@ -212,6 +213,10 @@ def _write_stage(
         note=normalize_note(normalize, rule, flag),
         clipped=[r.clipped for r in stage_ranges],
     )
+    if not options.pngs:  # --no-pngs: statistics and (with save_npy) the array only
+        _save_npy(submit, result, data, options, stage)
+        timings["render"] += time.perf_counter() - start
+        return stage
     tiles = []
     channel_files = []
     # Tiles are shrunk by area averaging (every n-th pixel aliases fine edges away) and
@@ -251,9 +256,7 @@ def _write_stage(
     grid_text = _png_text(result, None, "grid", vmin, vmax, cmap.name, normalize, rule)
     grid_path = submit(write_png, layout.grid_name(result.layer, result.stage), grid, grid_text)
     stage.files = {"grid": grid_path, "channels": channel_files}
-    if options.save_npy:
-        array = np.ascontiguousarray(data, dtype=np.float32)
-        stage.files["npy"] = submit(write_npy, layout.npy_name(result.layer, result.stage), array)
+    _save_npy(submit, result, data, options, stage)
     timings["render"] += time.perf_counter() - start
     return stage
 
@@ -322,6 +325,23 @@ def _write_histograms(
         shaped, labels, layer=layer, activation=activation, summaries=summaries
     )
     write_png(path, figure, {"Software": "cbr"})
+
+
+def _save_npy(
+    submit: Callable[..., str],
+    result: StageResult,
+    data: np.ndarray,
+    options: ApplyOptions,
+    stage: StageRecord,
+) -> None:
+    """With ``save_npy``: the stage's (C, H, W) array as ``options.npy_dtype``."""
+    from cbr_cli.core.dtypes import to_output_dtype
+    from cbr_cli.io import image_folder as layout
+    from cbr_cli.io.writers import write_npy
+
+    if options.save_npy:
+        array = to_output_dtype(data, options.npy_dtype, f"{result.layer}/{result.stage}")
+        stage.files["npy"] = submit(write_npy, layout.npy_name(result.layer, result.stage), array)
 
 
 def _png_text(

@@ -47,6 +47,8 @@ def run_description(spec: PipelineSpec, options: ApplyOptions) -> dict[str, Any]
             "colormap": options.colormap,
             "normalize": options.normalize,
             "save_npy": options.save_npy,
+            "pngs": options.pngs,
+            "npy_dtype": options.npy_dtype,
             "resize": list(options.resize) if options.resize else None,
         },
         "versions": versions,

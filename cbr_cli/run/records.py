@@ -30,6 +30,10 @@ class ApplyOptions:
     range_rule: str = "p99.5"
     report: bool = False
     command: str = ""
+    pngs: bool = True
+    """False (``--no-pngs``): no PNG at all; arrays (``save_npy``) and statistics only."""
+    npy_dtype: str = "float32"
+    """``--dtype``: ``"float32"`` or ``"float16"`` for the ``.npy`` files (and ``--store``)."""
 
 
 @dataclass
