@@ -116,9 +116,17 @@ def write_reports(
     entries, totals = _write_stats(paths["stats"], jobs, status, failures)
     _write_aggregate(paths["aggregate"], totals)
     _write_failures(paths["failures"], jobs, failures)
+    from cbr_cli.batch.index_page import INDEX
+    from cbr_cli.io.image_folder import OutTree
+    from cbr_cli.io.statefiles import load
+
+    earlier, _ = load(paths["manifest"])
     data = _folder_manifest(in_dir, spec, color, options, bn_stats, entries)
+    data["index"] = INDEX if options.output.report else None
     write_json(paths["manifest"], data)
     written = {kind: str(path) for kind, path in paths.items()}
+    if not options.output.report and isinstance(earlier, dict) and earlier.get("index"):
+        OutTree(root).remove(".", [INDEX])  # the earlier run's gallery: its pages are gone
     if options.output.report:
         from cbr_cli.batch.index_page import write_index
 

@@ -192,8 +192,12 @@ class _StagedRun:
     ) -> list[ImageRecord]:
         """Compute and write every image into a staging folder, then commit it into OUT."""
         from cbr_cli.io.staging import Staging, recover
+        from cbr_cli.run.report_page import REPORT
+
+        from cbr_cli.io.statefiles import load
 
         recover(self.tree)  # an earlier, killed run's staging folder and temporary files
+        earlier, _ = load(self.tree.root / "manifest.json")
         staging = Staging(self.tree)
         records: list[ImageRecord] = []
         written: list[str] = []
@@ -227,7 +231,11 @@ class _StagedRun:
                     del results
             start = time.perf_counter()
             data = manifest(self.spec, records, self.options)
-            staging.commit({**data, "geometry": geometry, "notes": self.notes}, written)
+            data = {**data, "geometry": geometry, "notes": self.notes}
+            data["report"] = REPORT if self.options.report else None
+            staging.commit(data, written)
+            if not self.options.report and isinstance(earlier, dict) and earlier.get("report"):
+                self.tree.remove(".", [REPORT])  # the earlier run's page: its links are gone
             timings["write"] += time.perf_counter() - start
         except BaseException:
             staging.discard()
