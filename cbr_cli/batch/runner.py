@@ -56,7 +56,6 @@ from cbr_cli.batch.resume import (
     image_fingerprint,
     input_state,
     npy_digests,
-    relative_record,
     write_marker,
 )
 from cbr_cli.batch.scan import RunSetup, check_config, failure_reason, scan_folder
@@ -92,7 +91,13 @@ def _process_task(item: tuple[ImageJob, str | None, str, BatchStats | None]) -> 
             batch_stats=batch_stats,
             folder=folder,  # cleared of an earlier run's files before the new ones come
         )
-        write_marker(job.folder, fingerprint, relative_record(record.to_dict(), out_root))
+        write_marker(
+            job.folder,
+            fingerprint,
+            record.to_dict(),
+            channel_pngs=setup.options.channel_pngs,
+            save_npy=setup.options.save_npy,
+        )
         folder.drop_pending()
     except (CbrError, MemoryError) as exc:
         with contextlib.suppress(CbrError):
@@ -158,7 +163,7 @@ def _discard(item: tuple[ImageJob, str | None, str, Any], done: dict[int, str]) 
     job, fingerprint, out_root, _ = item
     folder = ImageFolder(OutTree(out_root), job.out_rel)
     with contextlib.suppress(CbrError):
-        if finished(job.folder, fingerprint, out_root):
+        if finished(job.folder, fingerprint):
             done[job.index] = "processed"
             folder.drop_pending()  # killed between its marker and this
         else:
@@ -286,7 +291,7 @@ class _Run:
                 continue
             fingerprint = image_fingerprint(key, job.path)
             if not self.options.force and finished(
-                job.folder, fingerprint, self.out_root, self.stages, self.warnings.append
+                job.folder, fingerprint, self.stages, self.warnings.append
             ):
                 self.status[job.index] = "skipped"
                 self.folder(job).drop_pending()  # if killed between its marker and this
