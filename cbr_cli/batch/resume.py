@@ -252,6 +252,5 @@ def marker_stats(stage: dict[str, Any]) -> dict[str, list[float | None]]:
 
     channels, height, width = stage["shape"]
     return {
-        key: decode_column(stage["stats"][key], key, channels, height * width)
-        for key in STAT_KEYS
+        key: decode_column(stage["stats"][key], key, channels, height * width) for key in STAT_KEYS
     }

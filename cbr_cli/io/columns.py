@@ -62,9 +62,7 @@ def encode_column(key: str, values: Sequence[float | None], count: int) -> list[
     return _pack(column.astype("<f8"))
 
 
-def encode_stats(
-    stats: Mapping[str, Sequence[float | None]], count: int
-) -> dict[str, list[str]]:
+def encode_stats(stats: Mapping[str, Sequence[float | None]], count: int) -> dict[str, list[str]]:
     """Every column of :data:`STAT_KEYS` from ``{key: values}``."""
     return {key: encode_column(key, stats[key], count) for key in STAT_KEYS}
 
