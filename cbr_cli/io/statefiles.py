@@ -140,14 +140,15 @@ def _stage(
     value: Any, where: str, labels: Mapping[str, Any], total: list[int]
 ) -> tuple[str, str, int]:
     from cbr_cli.io.columns import STAT_KEYS, ColumnError, decode_column
-    from cbr_cli.io.image_folder import grid_name, is_output_name
 
     stage = _object(value, where)
     layer = _str(stage.get("layer", _MISSING), f"{where}.layer")
     kind = _str(stage.get("stage", _MISSING), f"{where}.stage")
     if kind not in STAGES:
         raise _Invalid(f"{where}.stage: expected one of {', '.join(STAGES)}, got {kind!r}")
-    if not is_output_name(grid_name(layer, kind)):  # the names cleanup derives from it
+    if (
+        not layer or "/" in layer or "\\" in layer or "\0" in layer
+    ):  # cbr's file names start with it
         raise _Invalid(f"{where}.layer: expected a layer name, got {layer!r}")
     shape = _list(stage.get("shape", _MISSING), f"{where}.shape", 3)
     for i, size in enumerate(shape):
