@@ -18,7 +18,7 @@ fingerprint equals the current one. The fingerprint is a SHA-256 over
 
 Anything else (``--jobs``, the progress display) does not change the outputs.
 
-The marker is small (~6 KB for 64 channels in 3 stages, where it held 59 KB listing
+The marker is small (~6.6 KB for 64 channels in 3 stages, where it held 59 KB listing
 everything): what is long is hashed into the fingerprint or derived, not stored::
 
     {"format": 2, "fingerprint": "<sha256 hex>",

@@ -51,7 +51,8 @@ def encode_column(key: str, values: Sequence[float | None], count: int) -> list[
     of ``count`` values per channel, as ``[dtype, payload]`` (see the module docstring)."""
     column = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
     if key in FRACTIONS and np.isfinite(column).all():
-        counts = np.rint(column * count)
+        with np.errstate(over="ignore"):  # a "fraction" of 1e308: no count, fractions below
+            counts = np.rint(column * count)
         if np.array_equal(counts / count, column) and ((counts >= 0) & (counts <= count)).all():
             return _pack(counts.astype("<u4" if count < 2**32 else "<u8"))
     if key in ("min", "max"):

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
 from cbr_cli.batch.resume import MARKER, marker_stats
@@ -217,3 +219,25 @@ def test_marker_stats_decode_every_column(wide_run) -> None:
     assert sorted(stats) == sorted(["min", "max", "mean", "std", "frac_zero", "frac_negative"])
     assert all(len(v) == 64 for v in stats.values())
     assert all(v == 0.0 for v in stats["frac_negative"])  # after ReLU
+
+
+@given(
+    key=st.sampled_from(["min", "max", "mean", "std", "frac_zero", "frac_negative"]),
+    values=st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=1, max_size=40),
+    count=st.integers(1, 2**40),
+)
+def test_every_column_round_trips_exactly_or_is_refused(key, values, count) -> None:
+    # Whatever the values, what decodes is what was encoded (non-finite: None), or, for
+    # values a marker cannot hold (a negative std, a fraction above 1), a ColumnError.
+    entry = encode_column(key, values, count)
+    try:
+        decoded = decode_column(entry, key, len(values), count)
+    except ColumnError:
+        finite = [v for v in values if np.isfinite(v)]
+        assert (key == "std" and min(finite) < 0) or (
+            key.startswith("frac_") and not all(0 <= v <= 1 for v in finite)
+        )
+        return
+    assert [None if v is None else v.hex() for v in decoded] == [
+        v.hex() if np.isfinite(v) else None for v in values
+    ]
