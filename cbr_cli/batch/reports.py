@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cbr_cli.batch.resume import read_marker
+from cbr_cli.batch.resume import marker_stats, read_marker
 from cbr_cli.core.moments import Moments
 
 if TYPE_CHECKING:
@@ -76,9 +76,9 @@ class _StageTotal:
     zeros: np.ndarray = field(default_factory=lambda: np.zeros(0))
     negatives: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
-    def add(self, channels: list[dict[str, Any]], count: int) -> None:
+    def add(self, stats: dict[str, list[float | None]], count: int) -> None:
         def column(key: str) -> np.ndarray:
-            return np.array([np.nan if c[key] is None else c[key] for c in channels], float)
+            return np.array([np.nan if v is None else v for v in stats[key]], float)
 
         std = column("std")
         moments = Moments(count, column("mean"), std * std * count)
@@ -167,14 +167,15 @@ def _write_stats(
             entry.update(status="done", out_dir=job.out_rel, source=image["source"])
             entries.append(entry)
             for stage in image["stages"]:
-                channels = stage["channels"]
+                labels = image["labels"][stage["layer"]]
+                stats = marker_stats(stage)
                 key = (stage["layer"], stage["stage"])
-                total = totals.setdefault(key, _StageTotal([c["label"] for c in channels]))
-                total.add(channels, stage["shape"][1] * stage["shape"][2])
-                for c in channels:
+                total = totals.setdefault(key, _StageTotal(labels))
+                total.add(stats, stage["shape"][1] * stage["shape"][2])
+                for c, label in enumerate(labels):
                     writer.writerow(
-                        [job.rel, stage["layer"], stage["stage"], c["channel"], c["label"]]
-                        + [_num(c[k]) for k in STATS_COLUMNS[5:]]
+                        [job.rel, stage["layer"], stage["stage"], c, label]
+                        + [_num(stats[k][c]) for k in STATS_COLUMNS[5:]]
                     )
     return entries, totals
 

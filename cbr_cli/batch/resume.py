@@ -19,15 +19,40 @@ fingerprint equals the current one. The fingerprint is a SHA-256 over
 
 Anything else (``--jobs``, the progress display) does not change the outputs.
 
-A rerun skips an image whose marker matches and whose listed files all exist and are
+The marker is small (~6.6 KB for 64 channels in 3 stages, where it held 59 KB listing
+everything): what is long is hashed into the fingerprint or derived, not stored::
+
+    {"format": 2, "fingerprint": "<sha256 hex>",
+     "image": {"path": "<the input>", "source": {<how it was decoded>},
+               "outputs": {"channel_pngs": true, "save_npy": false},
+               "labels": {"<layer>": ["c0", "c1", ...]},
+               "stages": [{"layer": "<layer>", "stage": "conv", "shape": [C, H, W],
+                           "stats": {"min": ["<f4", "<base64>"], ...}}, ...]}}
+
+* the resolved pipeline, its arrays and the input's identity are in the fingerprint
+  only; ``path`` stays (the orphan check asks whether the input still exists) and
+  ``source`` (the folder manifest shows it);
+* the files are not listed: they are :func:`cbr_cli.io.image_folder.output_names` of
+  the stages and the ``outputs`` flags (:func:`cbr_cli.io.image_folder.marker_names`),
+  the names the image writer used;
+* the per-channel statistics are exact columns (:mod:`cbr_cli.io.columns`), so
+  ``stats.csv`` and ``aggregate.csv`` are byte for byte those of the numbers themselves;
+  the labels are stored once per layer (every stage of a layer has its channels' labels).
+
+A marker of format 1 (earlier cbr versions: everything listed in JSON) is stale, as a
+marker of another cbr version: the image is redone, without a warning, and the files it
+lists are cleaned as before (names of cbr's shape only). Any other file is not a marker
+as cbr writes it: a one-line warning, and the image is redone.
+
+A rerun skips an image whose marker matches and whose files all exist and are
 non-empty; any other image is redone. Before its files are written, a pending record
 (``.cbr-pending.json``) lists every file cbr wrote there before and every file it is
 about to write; then the marker and those files go (see
-:meth:`cbr_cli.io.image_folder.ImageFolder.prepare`). Only files a record lists (and that
-have the shape of cbr's names), files with exactly the names this run writes, and
-temporary files of those are removed; other files are never touched. Why this
-survives SIGKILL at any moment: every file appears by ``rename``, complete or not at
-all; the pending record comes before the files and the marker last, so a folder
+:meth:`cbr_cli.io.image_folder.ImageFolder.prepare`). Only files a record lists or
+derives (and that have the shape of cbr's names), files with exactly the names this
+run writes, and temporary files of those are removed; other files are never touched.
+Why this survives SIGKILL at any moment: every file appears by ``rename``, complete or
+not at all; the pending record comes before the files and the marker last, so a folder
 without a valid marker is redone and cleaned of everything cbr may have put there;
 the dataset statistics are cached only once complete, and are deterministic anyway.
 """
@@ -42,9 +67,11 @@ from pathlib import Path
 from typing import Any
 
 from cbr_cli.errors import CbrError
-from cbr_cli.io.image_folder import INPUT_PNG, MARKER
+from cbr_cli.io.image_folder import MARKER, marker_names
 
-MARKER_FORMAT = 1
+MARKER_FORMAT = 2
+STALE_FORMATS = (1,)
+"""Formats of earlier cbr versions: such a marker is stale (redone without a warning)."""
 
 
 def digest(data: Any) -> str:
@@ -121,6 +148,8 @@ def load_marker(
 
     path = Path(folder) / MARKER
     data, problem = load(path)
+    if data is not None and data.get("format") in STALE_FORMATS:
+        return None, None
     if problem is None and data is not None:
         problem = check_marker(data, MARKER_FORMAT, fingerprint, stages)
         if problem is None:
@@ -138,11 +167,10 @@ def read_marker(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
 def finished(
     folder: str | os.PathLike[str],
     fingerprint: str | None,
-    out_root: str,
     stages: Sequence[tuple[str, str, int]] | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> bool:
-    """True if ``folder`` holds a matching marker and every file it lists is there.
+    """True if ``folder`` holds a matching marker and every file it stands for is there.
 
     ``stages`` (layer, stage, channels) are what the pipeline writes: a marker with the
     current fingerprint must list exactly these. ``warn`` is called with a one-line
@@ -155,53 +183,91 @@ def finished(
         warn(problem)
     if marker is None or marker["fingerprint"] != fingerprint:
         return False
-    # input.png unless the run wrote no PNG (--no-pngs; older markers always name it)
-    listed = [Path(folder) / INPUT_PNG] if marker["image"].get("input_png", True) else []
-    for stage in marker["image"]["stages"]:
-        for value in stage["files"].values():
-            names = value if isinstance(value, list) else [value]
-            listed.extend(Path(out_root) / name for name in names)
-    for path in listed:
+    for name in marker_names(marker["image"]):
         try:
-            if os.stat(path).st_size == 0:
+            if os.stat(Path(folder) / name).st_size == 0:
                 return False
         except OSError:
             return False
     return True
 
 
-def write_marker(folder: str | os.PathLike[str], fingerprint: str | None, image: dict) -> None:
-    """Write the done-marker: last, atomically, fsync-ed."""
+def write_marker(
+    folder: str | os.PathLike[str],
+    fingerprint: str | None,
+    image: dict[str, Any],
+    *,
+    channel_pngs: bool,
+    save_npy: bool,
+    pngs: bool = True,
+    report: bool = False,
+) -> None:
+    """Write the done-marker of ``image`` (an ``ImageRecord.to_dict()``): last,
+    atomically, fsync-ed."""
     from cbr_cli.io.writers import write_json
 
     write_json(
         Path(folder) / MARKER,
-        {"format": MARKER_FORMAT, "fingerprint": fingerprint, "image": image},
+        {
+            "format": MARKER_FORMAT,
+            "fingerprint": fingerprint,
+            "image": marker_image(
+                image, channel_pngs=channel_pngs, save_npy=save_npy, pngs=pngs, report=report
+            ),
+        },
         compact=True,
     )
 
 
-def relative_record(image: dict[str, Any], out_root: str) -> dict[str, Any]:
-    """An ``ImageRecord.to_dict()`` with its output paths relative to ``out_root``."""
+def marker_image(
+    image: dict[str, Any],
+    *,
+    channel_pngs: bool,
+    save_npy: bool,
+    pngs: bool = True,
+    report: bool = False,
+) -> dict[str, Any]:
+    """The ``image`` part of a done-marker (see the module docstring) from an
+    ``ImageRecord.to_dict()``."""
+    from cbr_cli.io.columns import STAT_KEYS, encode_stats
 
-    def rel(path: str) -> str:
-        return Path(os.path.relpath(path, out_root)).as_posix()
-
+    labels: dict[str, list[str]] = {}
     stages = []
     for stage in image["stages"]:
-        files = {
-            key: [rel(v) for v in value] if isinstance(value, list) else rel(value)
-            for key, value in stage["files"].items()
-        }
-        stages.append({**stage, "files": files})
-    record = {**image, "out_dir": rel(image["out_dir"]), "stages": stages}
-    if image.get("input_png"):
-        record["input_png"] = rel(image["input_png"])
-    if image.get("layers"):
-        record["layers"] = {
-            layer: {kind: rel(path) for kind, path in files.items()}
-            for layer, files in image["layers"].items()
-        }
-    if image.get("report"):
-        record["report"] = rel(image["report"])
-    return record
+        channels = stage["channels"]
+        names = [c["label"] for c in channels]
+        if labels.setdefault(stage["layer"], names) != names:
+            raise ValueError(f"layer {stage['layer']!r}: stages with different labels")
+        _, height, width = stage["shape"]
+        columns = {key: [c[key] for c in channels] for key in STAT_KEYS}
+        stages.append(
+            {
+                "layer": stage["layer"],
+                "stage": stage["stage"],
+                "shape": list(stage["shape"]),
+                "stats": encode_stats(columns, height * width),
+            }
+        )
+    return {
+        "path": image["path"],
+        "source": image["source"],
+        "outputs": {
+            "channel_pngs": channel_pngs,
+            "save_npy": save_npy,
+            "pngs": pngs,
+            "report": report,
+        },
+        "labels": labels,
+        "stages": stages,
+    }
+
+
+def marker_stats(stage: dict[str, Any]) -> dict[str, list[float | None]]:
+    """The per-channel statistics of a stage of a valid marker: ``{key: values}`` for
+    every key of :data:`cbr_cli.io.columns.STAT_KEYS` (``None``: non-finite)."""
+    from cbr_cli.io.columns import STAT_KEYS, decode_column
+
+    channels, height, width = stage["shape"]
+    return {
+        key: decode_column(stage["stats"][key], key, channels, height * width) for key in STAT_KEYS
+    }

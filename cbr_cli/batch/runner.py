@@ -56,7 +56,6 @@ from cbr_cli.batch.resume import (
     image_fingerprint,
     input_state,
     npy_digests,
-    relative_record,
     write_marker,
 )
 from cbr_cli.batch.scan import RunSetup, check_config, failure_reason, scan_folder
@@ -116,7 +115,15 @@ def _process_task(item: Task) -> str | None:
             folder=folder,  # cleared of an earlier run's files before the new ones come
             on_results=None if writer is None else _store_hook(writer, job),
         )
-        write_marker(job.folder, fingerprint, relative_record(record.to_dict(), out_root))
+        write_marker(
+            job.folder,
+            fingerprint,
+            record.to_dict(),
+            channel_pngs=setup.options.channel_pngs,
+            save_npy=setup.options.save_npy,
+            pngs=setup.options.pngs,
+            report=setup.options.report,
+        )
         folder.drop_pending()
     except (CbrError, MemoryError) as exc:
         with contextlib.suppress(CbrError):
@@ -196,9 +203,7 @@ def _discard(item: Task, done: dict[int, str]) -> None:
     job, fingerprint, out_root, _, writer = item
     folder = ImageFolder(OutTree(out_root), job.out_rel)
     with contextlib.suppress(CbrError):
-        if finished(job.folder, fingerprint, out_root) and (
-            writer is None or _stored(writer, job.index)
-        ):
+        if finished(job.folder, fingerprint) and (writer is None or _stored(writer, job.index)):
             done[job.index] = "processed"
             folder.drop_pending()  # killed between its marker and this
         else:
@@ -392,9 +397,7 @@ class _Run:
             fingerprint = image_fingerprint(key, job.path)
             if (
                 not self.options.force
-                and finished(
-                    job.folder, fingerprint, self.out_root, self.stages, self.warnings.append
-                )
+                and finished(job.folder, fingerprint, self.stages, self.warnings.append)
                 and (stored is None or stored[job.index])  # and in the store, if any
             ):
                 self.status[job.index] = "skipped"

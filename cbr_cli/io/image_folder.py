@@ -26,8 +26,10 @@ Two safety rules hold for everything cbr does in OUT:
   unlinks through directory descriptors opened with ``O_NOFOLLOW``, so it cannot be
   led out of OUT.
 * **Only cbr's own files are removed**: names that cbr's own record lists (``cbr
-  apply``'s ``manifest.json``, ``cbr batch``'s done-marker or pending record) and
-  that have the shape of cbr's output names, or exactly the names the current run is
+  apply``'s ``manifest.json``, ``cbr batch``'s pending record) or derives from its
+  stages (``cbr batch``'s done-marker: :func:`marker_names`, through
+  :func:`output_names` as they were written) and that have the shape of cbr's output
+  names, or exactly the names the current run is
   about to write, and temporary files whose inner name is one of those. A user's
   ``holiday_act.png`` or ``notes.txt`` in an image folder is never touched.
 """
@@ -134,6 +136,43 @@ def output_names(
 def is_output_name(name: str) -> bool:
     """True if ``name`` has the shape of a file cbr writes into an image folder."""
     return bool(_OUTPUT.match(name))
+
+
+def marker_names(image: Any) -> list[str]:
+    """The file names a done-marker's ``image`` stands for, derived as they were written.
+
+    A marker does not list its files: they are :func:`output_names` of its stages
+    (``layer``, ``stage``, ``shape[0]`` channels) and its ``outputs`` flags. Read from a
+    file anyone may have edited, so only well-formed stages count, at most
+    :data:`cbr_cli.io.statefiles.MAX_CHANNEL_STAGES` channels in all (else no names),
+    and only names of the shape of cbr's output names are given out.
+    """
+    from cbr_cli.io.statefiles import MAX_CHANNEL_STAGES, STAGES
+
+    outputs = image.get("outputs") if isinstance(image, dict) else None
+    stages = image.get("stages") if isinstance(image, dict) else None
+    if not isinstance(outputs, dict) or not isinstance(stages, list):
+        return []
+    flags = [outputs.get(flag) for flag in ("channel_pngs", "save_npy")]
+    flags += [outputs.get("pngs", True), outputs.get("report", False)]  # optional
+    if not all(isinstance(flag, bool) for flag in flags):
+        return []
+    found = []
+    for stage in stages:
+        shape = stage.get("shape") if isinstance(stage, dict) else None
+        if not isinstance(shape, list) or not shape:
+            continue
+        layer, kind, channels = stage.get("layer"), stage.get("stage"), shape[0]
+        if isinstance(layer, str) and kind in STAGES and type(channels) is int and channels > 0:
+            found.append((layer, kind, channels))
+    if sum(channels for *_, channels in found) > MAX_CHANNEL_STAGES:
+        return []
+    names = output_names(
+        found, channel_pngs=flags[0], save_npy=flags[1], pngs=flags[2], report=flags[3]
+    )
+    if flags[3]:
+        names.append(IMAGE_REPORT)
+    return [name for name in names if is_output_name(name)]
 
 
 def temp_target(name: str) -> str | None:
@@ -323,15 +362,12 @@ class ImageFolder:
         marker = self._read(MARKER)
         image = marker.get("image") if isinstance(marker, dict) else None
         if isinstance(image, dict):
-            stages = image.get("stages")
+            names.update(marker_names(image))  # a marker of today's format
+            stages = image.get("stages")  # format 1 (cbr 0.x): the files are listed
             for stage in stages if isinstance(stages, list) else []:
                 if isinstance(stage, dict):
                     names.update(self._own(_strings(stage.get("files"))))
             names.update(self._own(_strings(image.get("input_png"))))
-            names.update(self._own(_strings(image.get("report"))))
-            layers = image.get("layers")
-            for files in layers.values() if isinstance(layers, dict) else []:
-                names.update(self._own(_strings(files)))
         return {n for n in names if is_output_name(n)}
 
     def _own(self, paths: Iterable[str]) -> Iterator[str]:

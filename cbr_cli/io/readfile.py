@@ -21,6 +21,9 @@ from typing import BinaryIO
 
 from cbr_cli.errors import CbrError
 
+CHUNK = 1 << 20
+"""Bytes per ``read()`` of :func:`read_exact`: memory grows only with data that is there."""
+
 ErrorFactory = Callable[[str], CbrError]
 """Builds the CbrError for a reason such as ``"is a FIFO, not a regular file"``."""
 
@@ -128,3 +131,53 @@ def read_regular(
     if len(data) > limit:
         raise make(f"larger than {limit} bytes")
     return data
+
+
+def open_sized(
+    path: str | os.PathLike[str], error: ErrorFactory | None = None
+) -> tuple[BinaryIO, int]:
+    """:func:`open_regular`, refusing an empty file too (reason ``"file is empty"``).
+
+    Returns
+    -------
+    (file, size)
+        The open binary reader (the caller closes it) and the size of the checked
+        descriptor in bytes.
+    """
+    make = error or _default_error(os.fspath(path))
+    handle = open_regular(path, make)
+    try:
+        size = os.fstat(handle.fileno()).st_size
+    except OSError as exc:
+        handle.close()
+        raise make(f"cannot read ({os_reason(exc)})") from None
+    if size == 0:
+        handle.close()
+        raise make("file is empty")
+    return handle, size
+
+
+def read_exact(handle: BinaryIO, nbytes: int, path: str, what: str) -> bytes:
+    """Read exactly ``nbytes`` from ``handle`` in chunks, or raise naming ``path`` and ``what``.
+
+    Reading in chunks means a header that declares more data than the file holds costs
+    only the bytes that exist before the error, never an allocation of the declared size.
+
+    Raises
+    ------
+    CbrError
+        ``"PATH: WHAT: truncated (expected N bytes, got M)"``, or ``cannot read (...)``.
+    """
+    parts = []
+    left = nbytes
+    while left > 0:
+        try:
+            chunk = handle.read(min(CHUNK, left))
+        except OSError as exc:
+            raise CbrError(f"{path}: {what}: cannot read ({exc.strerror or exc})") from None
+        if not chunk:
+            got = nbytes - left
+            raise CbrError(f"{path}: {what}: truncated (expected {nbytes} bytes, got {got})")
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)

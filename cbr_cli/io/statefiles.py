@@ -26,12 +26,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 MAX_STATE_BYTES = 64 << 20
-"""Largest state file read: a marker holds ~300 bytes per channel and stage, so this
-allows some 200,000 channel-stages per image."""
+"""Largest state file read (a marker holds ~30 bytes per channel and stage)."""
+
+MAX_CHANNEL_STAGES = 200_000
+"""Most channels (summed over stages) a marker may stand for: bounds the work of
+decoding it and the file names cleanup derives from it, whatever the file says."""
 
 STAGES = ("conv", "bn", "act")
-STAT_KEYS = ("min", "max", "mean", "std", "frac_zero", "frac_negative")
-"""Per-channel statistics a marker must hold (number, or null for a non-finite value)."""
 
 
 _MISSING = object()
@@ -135,44 +136,35 @@ def load(path: str | os.PathLike[str]) -> tuple[dict[str, Any] | None, str | Non
 # ------------------------------------------------------------------ markers
 
 
-def _relative_file(value: Any, where: str) -> None:
-    name = _str(value, where)
-    parts = name.split("/")
-    if not name or name.startswith("/") or "\\" in name or ".." in parts or "\0" in name:
-        raise _Invalid(f"{where}: expected a path relative to OUT, got {name!r}")
+def _stage(
+    value: Any, where: str, labels: Mapping[str, Any], total: list[int]
+) -> tuple[str, str, int]:
+    from cbr_cli.io.columns import STAT_KEYS, ColumnError, decode_column
 
-
-def _stage(value: Any, where: str) -> tuple[str, str, int]:
     stage = _object(value, where)
     layer = _str(stage.get("layer", _MISSING), f"{where}.layer")
     kind = _str(stage.get("stage", _MISSING), f"{where}.stage")
     if kind not in STAGES:
         raise _Invalid(f"{where}.stage: expected one of {', '.join(STAGES)}, got {kind!r}")
+    if (
+        not layer or "/" in layer or "\\" in layer or "\0" in layer
+    ):  # cbr's file names start with it
+        raise _Invalid(f"{where}.layer: expected a layer name, got {layer!r}")
     shape = _list(stage.get("shape", _MISSING), f"{where}.shape", 3)
     for i, size in enumerate(shape):
         _int(size, f"{where}.shape[{i}]", 1)
-    channels = _list(stage.get("channels", _MISSING), f"{where}.channels", shape[0])
-    for c, entry in enumerate(channels):
-        at = f"{where}.channels[{c}]"
-        channel = _object(entry, at)
-        if _int(channel.get("channel", _MISSING), f"{at}.channel") != c:
-            raise _Invalid(f"{at}.channel: expected {c}, got {channel['channel']}")
-        _str(channel.get("label", _MISSING), f"{at}.label")
-        for key in STAT_KEYS:
-            if key not in channel:
-                raise _Invalid(f"{at}: missing {key!r}")
-            number = _number(channel[key], f"{at}.{key}", nullable=True)
-            if number is not None and key.startswith("frac_") and not 0 <= number <= 1:
-                raise _Invalid(f"{at}.{key}: expected a fraction in [0, 1], got {number}")
-            if number is not None and key == "std" and number < 0:
-                raise _Invalid(f"{at}.std: expected a number >= 0, got {number}")
-    files = _object(stage.get("files", _MISSING), f"{where}.files")
-    for key, names in files.items():
-        if isinstance(names, list):
-            for i, name in enumerate(names):
-                _relative_file(name, f"{where}.files.{key}[{i}]")
-        else:
-            _relative_file(names, f"{where}.files.{key}")
+    total[0] += shape[0]
+    if total[0] > MAX_CHANNEL_STAGES:
+        raise _Invalid(f"{where}.shape[0]: more than {MAX_CHANNEL_STAGES} channels in all")
+    if layer not in labels:
+        raise _Invalid(f"image.labels: no labels for layer {layer!r}")
+    _list(labels[layer], f"image.labels.{layer}", shape[0])
+    stats = _object(stage.get("stats", _MISSING), f"{where}.stats")
+    for key in STAT_KEYS:
+        try:
+            decode_column(stats.get(key, _MISSING), key, shape[0], shape[1] * shape[2])
+        except ColumnError as exc:
+            raise _Invalid(f"{where}.stats.{key}: {exc}") from None
     return layer, kind, shape[0]
 
 
@@ -183,6 +175,9 @@ def check_marker(
     stages: Sequence[tuple[str, str, int]] | None = None,
 ) -> str | None:
     """Why ``data`` is not a done-marker as cbr writes it (None if it is).
+
+    The layout is described in :mod:`cbr_cli.batch.resume`; the statistics columns in
+    :mod:`cbr_cli.io.columns`.
 
     Parameters
     ----------
@@ -205,9 +200,22 @@ def check_marker(
         marked = marker.get("fingerprint", _MISSING)
         _need(isinstance(marked, str) or marked is None, "fingerprint", "a string", marked)
         image = _object(marker.get("image", _MISSING), "image")
+        _str(image.get("path", _MISSING), "image.path")
         _object(image.get("source", _MISSING), "image.source")
+        outputs = _object(image.get("outputs", _MISSING), "image.outputs")
+        for flag in ("channel_pngs", "save_npy"):
+            value = outputs.get(flag, _MISSING)
+            _need(isinstance(value, bool), f"image.outputs.{flag}", "a boolean", value)
+        for flag, default in (("pngs", True), ("report", False)):  # optional
+            value = outputs.get(flag, default)
+            _need(isinstance(value, bool), f"image.outputs.{flag}", "a boolean", value)
+        labels = _object(image.get("labels", _MISSING), "image.labels")
+        for layer, names in labels.items():
+            for c, label in enumerate(_list(names, f"image.labels.{layer}")):
+                _str(label, f"image.labels.{layer}[{c}]")
+        total = [0]
         found = [
-            _stage(s, f"image.stages[{i}]")
+            _stage(s, f"image.stages[{i}]", labels, total)
             for i, s in enumerate(_list(image.get("stages", _MISSING), "image.stages"))
         ]
     except _Invalid as exc:

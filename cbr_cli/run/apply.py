@@ -192,9 +192,8 @@ class _StagedRun:
     ) -> list[ImageRecord]:
         """Compute and write every image into a staging folder, then commit it into OUT."""
         from cbr_cli.io.staging import Staging, recover
-        from cbr_cli.run.report_page import REPORT
-
         from cbr_cli.io.statefiles import load
+        from cbr_cli.run.report_page import REPORT
 
         recover(self.tree)  # an earlier, killed run's staging folder and temporary files
         earlier, _ = load(self.tree.root / "manifest.json")

@@ -80,7 +80,7 @@ def test_batch_no_pngs_writes_arrays_and_resumes(image: Path, tmp_path: Path):
     assert folder == sorted([MARKER] + [f"{s}.npy" for s in STAGES])
     assert not [f for f in _files(out) if f.endswith(".png")]
     marker = json.loads((out / "photo" / MARKER).read_text())
-    assert marker["image"]["input_png"] == ""
+    assert marker["image"]["outputs"]["pngs"] is False
     again = cbr(*args)
     ok(again)
     assert "(1 already done)" in again.stderr  # the marker without input.png still counts

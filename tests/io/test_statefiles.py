@@ -7,9 +7,11 @@ stderr names the file -- never a traceback.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -101,8 +103,28 @@ def drop_last_stage(marker: Any) -> Any:
     return marker
 
 
-def truncate_channels(stage: dict[str, Any]) -> None:
-    stage["channels"] = stage["channels"][:-1]
+def first_labels(change: Callable[[list[Any]], None]) -> Callable[[Any], Any]:
+    def apply(marker: Any) -> Any:
+        change(next(iter(marker["image"]["labels"].values())))
+        return marker
+
+    return apply
+
+
+def column(key: str, values: list[float], dtype: str) -> Callable[[dict[str, Any]], None]:
+    """Replace a statistics column of a stage by ``values`` packed as cbr packs them
+    (byte-shuffled, zlib, base64), written out here so that the check is independent."""
+
+    def apply(stage: dict[str, Any]) -> None:
+        raw = np.asarray(values, dtype=dtype).view(np.uint8).reshape(len(values), -1).T
+        text = base64.b64encode(zlib.compress(raw.tobytes())).decode()
+        stage["stats"][key] = [dtype, text]
+
+    return apply
+
+
+def values_per_channel(stage: dict[str, Any]) -> int:
+    return stage["shape"][1] * stage["shape"][2]
 
 
 def bn_layer(change: Callable[[dict[str, Any]], None]) -> Callable[[Any], Any]:
@@ -113,38 +135,72 @@ def bn_layer(change: Callable[[dict[str, Any]], None]) -> Callable[[Any], Any]:
     return apply
 
 
+def too_many_zeros(stage: dict[str, Any]) -> None:
+    column("frac_zero", [values_per_channel(stage) + 1] * stage["shape"][0], "<u4")(stage)
+
+
 MARKER_EDITS = {
     "stages is a string": (
         setter("image", "stages", value="conv"),
         "image.stages: expected a list",
     ),
-    "files is a list": (
-        stage0(lambda s: s.update(files=[1, 2])),
-        "image.stages[0].files: expected an object, got a list",
+    "an outputs flag that is a string": (
+        setter("image", "outputs", "channel_pngs", value="yes"),
+        "image.outputs.channel_pngs: expected a boolean, got a string",
     ),
     "shape of wrong length": (
         stage0(lambda s: s.update(shape=[2, 3])),
         "image.stages[0].shape: expected 3 entries, got 2",
     ),
-    "a NaN statistic": (
-        stage0(lambda s: s["channels"][0].update(mean=float("nan"))),
+    "a NaN in the marker": (
+        stage0(lambda s: s["shape"].__setitem__(1, float("nan"))),
         "non-finite number NaN",
     ),
-    "too few channels": (stage0(truncate_channels), "image.stages[0].channels: expected"),
+    "too few labels": (first_labels(lambda labels: labels.pop()), "entries, got 7"),
     "a label that is a number": (
-        stage0(lambda s: s["channels"][0].update(label=5)),
-        "image.stages[0].channels[0].label: expected a string, got an integer",
+        first_labels(lambda labels: labels.__setitem__(0, 5)),
+        "image.labels.layer1[0]: expected a string, got an integer",
     ),
-    "a listed file outside OUT": (
-        stage0(lambda s: s["files"].update(grid="../../elsewhere.png")),
-        "image.stages[0].files.grid: expected a path relative to OUT",
+    "a layer name that is a path": (
+        stage0(lambda s: s.update(layer="../../elsewhere")),
+        "image.stages[0].layer: expected a layer name, got '../../elsewhere'",
     ),
     "a missing key": (deleter("image", "source"), "image.source: expected an object, got nothing"),
     "a stage fewer": (drop_last_stage, "image.stages: do not match the pipeline"),
-    "another format": (setter("format", value=2), "format: expected 1, got 2"),
+    "another format": (setter("format", value=3), "format: expected 2, got 3"),
     "a fraction above 1": (
-        stage0(lambda s: s["channels"][1].update(frac_zero=1.5)),
-        "frac_zero: expected a fraction in [0, 1], got 1.5",
+        stage0(lambda s: column("frac_zero", [1.5] * s["shape"][0], "<f8")(s)),
+        "image.stages[0].stats.frac_zero: expected fractions in [0, 1]",
+    ),
+    "more zeros than values": (
+        stage0(
+            lambda s: column("frac_zero", [values_per_channel(s) + 1] * s["shape"][0], "<u4")(s)
+        ),
+        "image.stages[0].stats.frac_zero: expected counts of at most 80",
+    ),
+    "a negative std": (
+        stage0(lambda s: column("std", [-1.0] * s["shape"][0], "<f8")(s)),
+        "image.stages[0].stats.std: expected numbers >= 0",
+    ),
+    "a column cut short": (
+        stage0(lambda s: column("mean", [0.0] * (s["shape"][0] - 1), "<f8")(s)),
+        "image.stages[0].stats.mean: expected 8 values of <f8",
+    ),
+    "a column of another type": (
+        stage0(lambda s: column("mean", [0] * s["shape"][0], "<i2")(s)),
+        "image.stages[0].stats.mean: unknown dtype '<i2'",
+    ),
+    "counts for a mean": (
+        stage0(lambda s: column("mean", [0] * s["shape"][0], "<u4")(s)),
+        "image.stages[0].stats.mean: unknown dtype '<u4'",
+    ),
+    "a column that is not base64": (
+        stage0(lambda s: s["stats"].update(max=["<f4", "not base64!"])),
+        "image.stages[0].stats.max: payload: not base64 text of zlib data",
+    ),
+    "a missing column": (
+        stage0(lambda s: s["stats"].pop("min")),
+        "image.stages[0].stats.min: expected [dtype, payload], two strings",
     ),
     "not an object": (lambda marker: [marker], "expected a JSON object, got a list"),
 }

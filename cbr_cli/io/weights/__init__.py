@@ -23,12 +23,12 @@ from cbr_cli.io.weights.chain import (
     ModelChain,
     PoolLayer,
 )
-from cbr_cli.io.weights.files import open_regular
 from cbr_cli.io.weights.tensorfile import (
     DEFAULT_MAX_BYTES,
     TensorFile,
     TensorInfo,
     missing_tensor,
+    open_weights,
     shape_mismatch,
     tensor_error,
 )
@@ -66,7 +66,7 @@ def file_format(path: str) -> str:
     Returns one of :data:`FORMATS`.  A legacy (non-zip) ``torch.save`` pickle is an error
     with a conversion hint; so is anything unrecognised.
     """
-    handle, size = open_regular(path)
+    handle, size = open_weights(path)
     with handle:
         head = handle.read(64)
         if head.startswith(b"PK"):

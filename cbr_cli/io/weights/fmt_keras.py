@@ -32,12 +32,12 @@ from cbr_cli.io.weights.chain import (
     ModelChain,
     PoolLayer,
 )
-from cbr_cli.io.weights.files import open_regular
 from cbr_cli.io.weights.tensorfile import (
     Budget,
     TensorFile,
     TensorInfo,
     numel,
+    open_weights,
     select,
     tensor_error,
     to_float,
@@ -69,7 +69,7 @@ class KerasFile:
         self.path = path
         self.budget = Budget(path, max_bytes)
         h5py = _h5py(path)
-        handle, _ = open_regular(path)
+        handle, _ = open_weights(path)
         self._handle = handle
         magic = handle.read(8)
         handle.seek(0)

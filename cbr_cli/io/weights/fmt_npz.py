@@ -14,12 +14,12 @@ from collections.abc import Iterable
 import numpy as np
 
 from cbr_cli.errors import CbrError
-from cbr_cli.io.weights.files import open_regular
 from cbr_cli.io.weights.tensorfile import (
     Budget,
     TensorFile,
     TensorInfo,
     numel,
+    open_weights,
     select,
     tensor_error,
     to_float,
@@ -30,7 +30,7 @@ HEADER_LIMIT = 1 << 16  # numpy's own header limit is 10 000 bytes by default
 
 
 def read(path: str, names: Iterable[str] | None, max_bytes: int) -> TensorFile:
-    handle, _ = open_regular(path)
+    handle, _ = open_weights(path)
     with handle, open_zip(path, handle) as archive:
         members = {}
         info = {}

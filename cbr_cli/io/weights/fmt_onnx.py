@@ -25,12 +25,12 @@ from cbr_cli.io.weights.chain import (
     ModelChain,
     PoolLayer,
 )
-from cbr_cli.io.weights.files import read_file
 from cbr_cli.io.weights.tensorfile import (
     Budget,
     TensorFile,
     TensorInfo,
     numel,
+    read_weights,
     select,
     tensor_error,
     to_float,
@@ -57,7 +57,7 @@ def load(path: str):
     onnx, _ = _onnx(path)
     from google.protobuf.message import DecodeError
 
-    data = read_file(path, MAX_MODEL, "ONNX model")
+    data = read_weights(path, MAX_MODEL, "ONNX model")
     try:
         model = onnx.load_model_from_string(data)
     except (DecodeError, ValueError, RuntimeError) as exc:

@@ -16,13 +16,14 @@ from collections.abc import Iterable
 import numpy as np
 
 from cbr_cli.errors import CbrError
-from cbr_cli.io.weights.files import open_regular, read_exact
+from cbr_cli.io.readfile import read_exact
 from cbr_cli.io.weights.tensorfile import (
     Budget,
     TensorFile,
     TensorInfo,
     bfloat16_to_float32,
     numel,
+    open_weights,
     select,
     tensor_error,
     to_float,
@@ -47,7 +48,7 @@ ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 
 
 
 def read(path: str, names: Iterable[str] | None, max_bytes: int) -> TensorFile:
-    handle, size = open_regular(path)
+    handle, size = open_weights(path)
     with handle:
         entries, data_start = _header(path, handle, size)
     info = {name: TensorInfo(name, tuple(e["shape"]), DTYPES[e["dtype"]][0]) for name, e in entries}
@@ -59,7 +60,7 @@ def read(path: str, names: Iterable[str] | None, max_bytes: int) -> TensorFile:
     raw = _load(path, [n for n in chosen if offsets[n]["dtype"] != "BF16"], budget, offsets)
     bf16 = [n for n in chosen if offsets[n]["dtype"] == "BF16"]
     if bf16:
-        handle, _ = open_regular(path)
+        handle, _ = open_weights(path)
         with handle:
             for name in bf16:
                 begin, end = offsets[name]["data_offsets"]

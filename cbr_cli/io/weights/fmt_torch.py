@@ -31,13 +31,13 @@ from collections.abc import Iterable
 import numpy as np
 
 from cbr_cli.errors import CbrError
-from cbr_cli.io.weights.files import open_regular
 from cbr_cli.io.weights.tensorfile import (
     Budget,
     TensorFile,
     TensorInfo,
     bfloat16_to_float32,
     numel,
+    open_weights,
     select,
     tensor_error,
     to_float,
@@ -206,7 +206,7 @@ class StrictUnpickler(pickle.Unpickler):
 
 
 def read(path: str, names: Iterable[str] | None, max_bytes: int) -> TensorFile:
-    handle, _ = open_regular(path)
+    handle, _ = open_weights(path)
     with handle:
         magic = handle.read(4)
         if not magic.startswith(b"PK"):

@@ -10,8 +10,9 @@ exactly (every value is representable in float32).
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 import numpy as np
 
@@ -188,3 +189,51 @@ def numel(shape: Iterable[int]) -> int:
     for d in shape:
         n *= int(d)
     return n
+
+
+# ------------------------------------------------------------ opening the file
+
+
+def _file_error(path: str) -> Callable[[str], CbrError]:
+    """Weight files' wording of :mod:`cbr_cli.io.readfile`'s reasons: ``PATH: reason``."""
+
+    def make(reason: str) -> CbrError:
+        if reason == "file not found":
+            reason = "no such file"
+        elif reason == "is a directory, not a regular file":
+            reason = "is a directory, not a weight file"
+        elif not reason.startswith(("is ", "file is empty", "cannot read")):
+            reason = f"cannot read ({reason})"
+        return CbrError(f"{path}: {reason}")
+
+    return make
+
+
+def open_weights(path: str) -> tuple[BinaryIO, int]:
+    """Open ``path`` if it is a non-empty regular file (:func:`cbr_cli.io.readfile.open_sized`).
+
+    Returns
+    -------
+    (file, size)
+        The open binary file (caller closes it) and its size in bytes.
+
+    Raises
+    ------
+    CbrError
+        For a missing file, a directory, a FIFO/socket/device (reading one could block or
+        never end), an empty file, or an OS error -- one line naming ``path``.
+    """
+    from cbr_cli.io.readfile import open_sized
+
+    return open_sized(path, _file_error(path))
+
+
+def read_weights(path: str, limit: int, what: str = "file") -> bytes:
+    """The whole of ``path`` (a regular file of at most ``limit`` bytes)."""
+    from cbr_cli.io.readfile import read_exact
+
+    handle, size = open_weights(path)
+    with handle:
+        if size > limit:
+            raise CbrError(f"{path}: {what} is {size} bytes, more than the limit of {limit}")
+        return read_exact(handle, size, path, what)

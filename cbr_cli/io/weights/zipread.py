@@ -10,7 +10,7 @@ import zipfile
 from typing import BinaryIO
 
 from cbr_cli.errors import CbrError
-from cbr_cli.io.weights.files import CHUNK
+from cbr_cli.io.readfile import CHUNK
 
 ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError)
 
