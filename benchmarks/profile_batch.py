@@ -57,6 +57,21 @@ def wall(argv: list[str], repeat: int = 3) -> float:
     return statistics.median(times)
 
 
+def pngs_off(no_pngs: bool) -> dict[str, bool]:
+    """The ApplyOptions field ``--no-pngs`` sets, if this checkout has one (issue 12)."""
+    import dataclasses
+
+    from cbr_cli.run.records import ApplyOptions
+
+    if not no_pngs:
+        return {}
+    names = {f.name for f in dataclasses.fields(ApplyOptions)}
+    for name, value in (("pngs", False), ("write_pngs", False), ("no_pngs", True)):
+        if name in names:
+            return {name: value}
+    raise SystemExit("--no-pngs: this checkout's ApplyOptions has no such option yet")
+
+
 def worker_pass(crops: str, params: str, out: str, no_pngs: bool, profile: int) -> None:
     """In a fresh process: what one batch worker does per image; JSON on stdout."""
     from cbr_cli.batch.discover import discover, plan_outputs
@@ -73,10 +88,7 @@ def worker_pass(crops: str, params: str, out: str, no_pngs: bool, profile: int) 
 
     limits = threadpool_limits(limits=1)
     spec = build_spec(Path(params) / "block.yaml", LayerFlags())
-    options: dict[str, bool] = {"save_npy": True}
-    if no_pngs:  # the field `--no-pngs` sets (issue 12; not in every checkout yet)
-        options["pngs"] = False
-    setup = RunSetup(spec, "rgb", ApplyOptions(**options))
+    setup = RunSetup(spec, "rgb", ApplyOptions(save_npy=True, **pngs_off(no_pngs)))
 
     def one_pass(root: str) -> list[dict[str, float]]:
         tree = OutTree(root)
@@ -199,8 +211,8 @@ def traced_run(crops: str, params: str, out: str, jobs: int, no_pngs: bool, log:
     reports.write_reports = timed_parent("reports", reports.write_reports)  # type: ignore[assignment]
     start = time.perf_counter()
     spec = build_spec(Path(params) / "block.yaml", LayerFlags())
-    output = {"save_npy": True, **({"pngs": False} if no_pngs else {})}
-    options = BatchOptions(out, jobs=jobs, output=ApplyOptions(out_dir=out, **output))
+    output = ApplyOptions(out_dir=out, save_npy=True, **pngs_off(no_pngs))
+    options = BatchOptions(out, jobs=jobs, output=output)
     parent["spec"] = time.perf_counter() - start
     start = time.perf_counter()
     runner.run_batch(crops, spec, options)
