@@ -8,8 +8,8 @@ values.  A channel after an activation that is zero everywhere is *dead*.
 All of them are taken in one read of the stage, block by cache-sized block
 (:data:`~cbr_cli.core.moments.BLOCK_VALUES` values of one channel): a block's min, max,
 zero and negative counts and its two-pass moments while it is in cache, instead of a
-pass over the whole stage per statistic (1.6x faster on 16 channels of 288^2,
-one thread; every number unchanged, bit for bit).
+pass over the whole stage per statistic: 1.6x faster on 16 channels of 288^2 and
+2x on 16 of 1024^2 (``benchmarks/bench_stats.py``), every number unchanged, bit for bit.
 """
 
 from __future__ import annotations
