@@ -75,9 +75,7 @@ class Moments:
 BLOCK_VALUES = 1 << 16
 
 
-def _block_moments(
-    v: np.ndarray, scratch: np.ndarray, ones: np.ndarray
-) -> tuple[float, float, int]:
+def block_moments(v: np.ndarray, scratch: np.ndarray, ones: np.ndarray) -> tuple[float, float, int]:
     """(mean, sum of squared deviations, count) of one cache-sized block, in two passes.
 
     A rough mean by a BLAS dot product with ``ones`` (3x faster than numpy's pairwise
@@ -125,7 +123,7 @@ def channel_mean_var(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     def run(index: int, scratch: np.ndarray) -> None:
         n, c, s = blocks[index]
-        moments[index] = _block_moments(planes[n, c, s : s + step], scratch, ones)
+        moments[index] = block_moments(planes[n, c, s : s + step], scratch, ones)
 
     run_tasks(range(len(blocks)), run, lambda: np.empty(step, x.dtype))
     mean = np.zeros(channels)
@@ -143,7 +141,7 @@ def row_sums(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Two-pass sums of every row of ``rows``: ``(shift, sum(d), sum(d^2))``, ``d = x - shift``.
 
-    :func:`_block_moments` for several channels at once, its float64 arithmetic left to
+    :func:`block_moments` for several channels at once, its float64 arithmetic left to
     :func:`moments_of_sums` (done once for all blocks: these run once per chunk of conv
     output, and every numpy call here costs time under the GIL).  ``rows`` of shape (C, L)
     is a cache-sized block of C channels (rows contiguous), ``scratch`` holds at least
