@@ -14,8 +14,8 @@ process, into a fresh output folder, so start-up and imports count):
   per stage ``np.save``, a grid PNG and one PNG per channel (8-bit, per-stage min-max,
   Pillow's default compression);
 * **cbr** -- ``cbr batch IN -o OUT -c block.yaml -j 2 --save-npy --no-report`` (the same
-  block as YAML, ``bn: {mode: running, ...}``): the same arrays, grids and per-channel PNGs (plus cbr's
-  input.png, statistics and folder reports);
+  block as YAML, ``bn: {mode: running, ...}``): the same arrays, grids and per-channel
+  PNGs (plus cbr's input.png, statistics and folder reports);
 * **reference npy** -- the reference with ``--no-pngs`` (arrays only);
 * **cbr npy** -- ``cbr batch ... --no-pngs --save-npy``, when ``cbr batch --help`` lists
   ``--no-pngs`` (else the row reads ``n/a``).
