@@ -191,7 +191,7 @@ def _write_stage(
     from cbr_cli.io import image_folder as layout
     from cbr_cli.io import render
     from cbr_cli.io.render.grid import grid_from_tiles, grid_tile_scale, normalize_note
-    from cbr_cli.io.render.resample import fit_to_tile
+    from cbr_cli.io.render.resample import fit_index_to_tile, fit_to_tile
     from cbr_cli.io.writers import write_png
 
     start = time.perf_counter()
@@ -228,13 +228,13 @@ def _write_stage(
             index, nan = render.color_index(data[c], vmin, vmax)
             name = layout.channel_name(result.layer, result.stage, c, data.shape[0])
             meta = _png_text(result, c, labels[c], vmin, vmax, cmap.name, normalize, rule)
-            rgb = render.lookup(index, cmap.lut)
             if nan is None:  # indexed-colour PNG: a third of the bytes to compress
                 channel_files.append(submit(write_png, name, index, meta, cmap.lut))
-            else:
-                rgb = rgb.copy()  # lookup's array may be read-only
-                rgb[nan] = render.NAN_COLOR
-                channel_files.append(submit(write_png, name, rgb, meta))
+                tiles.append(fit_index_to_tile(index, cmap.lut, scale))
+                continue
+            rgb = render.lookup(index, cmap.lut).copy()  # lookup's array may be read-only
+            rgb[nan] = render.NAN_COLOR
+            channel_files.append(submit(write_png, name, rgb, meta))
         else:
             rgb = render.colorize(data[c], vmin, vmax, cmap)
         tiles.append(fit_to_tile(rgb, scale))

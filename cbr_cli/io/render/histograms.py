@@ -106,7 +106,7 @@ def layer_histograms(
     right = 0.87 if legend else 0.99  # room for the legend beside the last panel
     fig.subplots_adjust(left=0.065, right=right, bottom=0.15, top=0.83, wspace=0.18)
     canvas = FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(stages), squeeze=False)[0]
+    axes = fig.subplots(1, len(stages), squeeze=False, sharey=True)[0]
     colours = [f"C{c % 10}" for c in range(channels)]
     names = list(stages)
     for k, (ax, (stage, data)) in enumerate(zip(axes, stages.items(), strict=True)):

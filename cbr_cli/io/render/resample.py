@@ -14,7 +14,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["TileScale", "downscale_area", "enlarge_nearest", "fit_to_tile", "tile_scale"]
+__all__ = [
+    "TileScale",
+    "downscale_area",
+    "enlarge_nearest",
+    "fit_index_to_tile",
+    "fit_to_tile",
+    "tile_scale",
+]
 
 
 class TileScale(NamedTuple):
@@ -78,3 +85,24 @@ def fit_to_tile(rgb: np.ndarray, scale: TileScale) -> np.ndarray:
     if scale.down > 1:
         return downscale_area(rgb, scale.down)
     return enlarge_nearest(rgb, scale.up)
+
+
+def fit_index_to_tile(index: np.ndarray, lut: np.ndarray, scale: TileScale) -> np.ndarray:
+    """``fit_to_tile(lut[index], scale)``, the same pixels, without a full-size RGB array
+    in numpy: Pillow colours a palette image and shrinks it in C.
+
+    Parameters
+    ----------
+    index : ndarray of shape (H, W), uint8
+        Colormap indices (:func:`~cbr_cli.io.render.colorize.color_index`).
+    lut : ndarray of shape (256, 3), uint8
+    """
+    from PIL import Image
+
+    height, width = index.shape
+    image = Image.frombytes("P", (width, height), np.ascontiguousarray(index, dtype=np.uint8))
+    image.putpalette(np.ascontiguousarray(lut, dtype=np.uint8).tobytes())
+    rgb = image.convert("RGB")
+    if scale.down > 1:
+        return np.asarray(rgb.reduce(int(scale.down)))
+    return enlarge_nearest(np.asarray(rgb), scale.up)
