@@ -75,7 +75,7 @@ def pngs_off(no_pngs: bool) -> dict[str, bool]:
 def worker_pass(crops: str, params: str, out: str, no_pngs: bool, profile: int) -> None:
     """In a fresh process: what one batch worker does per image; JSON on stdout."""
     from cbr_cli.batch.discover import discover, plan_outputs
-    from cbr_cli.batch.resume import relative_record, write_marker
+    from cbr_cli.batch.resume import write_marker
     from cbr_cli.batch.scan import RunSetup
     from cbr_cli.core.threads import set_threads
     from cbr_cli.io.image_folder import ImageFolder, OutTree
@@ -104,7 +104,11 @@ def worker_pass(crops: str, params: str, out: str, no_pngs: bool, profile: int) 
                 layers=setup.layers, timings=timings, folder=folder,
             )  # fmt: skip
             mark = time.perf_counter()
-            write_marker(job.folder, "x", relative_record(record.to_dict(), root))
+            opts = setup.options
+            write_marker(
+                job.folder, "x", record.to_dict(), channel_pngs=opts.channel_pngs,
+                save_npy=opts.save_npy, pngs=opts.pngs, report=opts.report,
+            )  # fmt: skip
             folder.drop_pending()
             end = time.perf_counter()
             timings["render"] -= timings.get("encode", 0.0)  # writes run inline here
