@@ -133,7 +133,13 @@ def _write_image(
     names = [r.stage for r in results]
     rule = parse_range(options.range_rule)
     modes = resolve_normalize(options.normalize, len(maps), names)
-    ranges = display_ranges(maps, modes, signed, rule, extents=[_extents(s) for s in stats])
+    # A display range is a picture's: --no-pngs draws none, so none is taken (its
+    # percentiles were a quarter of a feature-only run's time per image).
+    drawn = options.pngs or options.report
+    ranges: list[list[DisplayRange] | None] = [None] * len(maps)
+    if drawn:
+        extents = [_extents(s) for s in stats]
+        ranges = list(display_ranges(maps, modes, signed, rule, extents=extents))
     timings["render"] += time.perf_counter() - start
 
     try:
@@ -180,14 +186,18 @@ def _write_stage(
     result: StageResult,
     data: np.ndarray,
     flag: bool,
-    stage_ranges: list[DisplayRange],
+    stage_ranges: list[DisplayRange] | None,
     stats: list[ChannelStats],
     normalize: str,
     spec: PipelineSpec,
     options: ApplyOptions,
     timings: dict[str, float],
 ) -> StageRecord:
-    """Channel PNGs, the grid and (with ``save_npy``) the array of one stage."""
+    """Channel PNGs, the grid and (with ``save_npy``) the array of one stage.
+
+    ``stage_ranges`` None: nothing is drawn (``--no-pngs``), the record has no display
+    range (:meth:`StageRecord.to_dict`).
+    """
     from cbr_cli.io import image_folder as layout
     from cbr_cli.io import render
     from cbr_cli.io.render.grid import grid_from_tiles, grid_tile_scale, normalize_note
@@ -205,15 +215,15 @@ def _write_stage(
         result.stage,
         tuple(data.shape),
         cmap.name,
-        [r.as_tuple() for r in stage_ranges],
+        [r.as_tuple() for r in stage_ranges or []],
         stats,
         labels,
         normalize=normalize,
         range_rule=str(rule),
         note=normalize_note(normalize, rule, flag),
-        clipped=[r.clipped for r in stage_ranges],
+        clipped=[r.clipped for r in stage_ranges or []],
     )
-    if not options.pngs:  # --no-pngs: statistics and (with save_npy) the array only
+    if not options.pngs or stage_ranges is None:  # --no-pngs: statistics and arrays only
         _save_npy(submit, result, data, options, stage)
         timings["render"] += time.perf_counter() - start
         return stage

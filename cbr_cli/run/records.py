@@ -54,21 +54,29 @@ class StageRecord:
     """Per channel: data beyond the display range (drawn in the end colours)."""
 
     def to_dict(self) -> dict[str, Any]:
-        clipped = self.clipped or [False] * len(self.stats)
+        """Without ``ranges`` (``--no-pngs``: nothing drawn) the stage has no colours:
+        no ``colormap``, ``normalize``, ``range`` and ``note``, no channel ``vmin``,
+        ``vmax`` and ``clipped``."""
+        channels = [{**s.to_dict(), "label": label} for s, label in zip(
+            self.stats, self.labels, strict=True
+        )]  # fmt: skip
+        view: dict[str, Any] = {}
+        if self.ranges:
+            clipped = self.clipped or [False] * len(self.stats)
+            for channel, (vmin, vmax), clip in zip(channels, self.ranges, clipped, strict=True):
+                channel.update(vmin=vmin, vmax=vmax, clipped=clip)
+            view = {
+                "colormap": self.colormap,
+                "normalize": self.normalize,
+                "range": self.range_rule,
+                "note": self.note,
+            }
         return {
             "layer": self.layer,
             "stage": self.stage,
             "shape": list(self.shape),
-            "colormap": self.colormap,
-            "normalize": self.normalize,
-            "range": self.range_rule,
-            "note": self.note,
-            "channels": [
-                {**s.to_dict(), "label": label, "vmin": r[0], "vmax": r[1], "clipped": clip}
-                for s, r, label, clip in zip(
-                    self.stats, self.ranges, self.labels, clipped, strict=True
-                )
-            ],
+            **view,
+            "channels": channels,
             "files": self.files,
         }
 

@@ -53,7 +53,28 @@ def test_apply_no_pngs_json_names_no_png(image: Path, tmp_path: Path):
         assert list(stage["files"]) == ["npy"]
         assert stage["files"]["npy"].endswith(".npy")
         assert len(stage["channels"]) == 3  # the statistics are all there
+        # Nothing drawn, so no display range or colours (a picture's, not the data's).
+        assert not {"colormap", "normalize", "range", "note"} & set(stage)
+        for channel in stage["channels"]:
+            assert {"min", "max", "mean", "std"} <= set(channel)
+            assert not {"vmin", "vmax", "clipped"} & set(channel)
     assert ".png" not in result.stdout.replace(str(image), "")  # only the input is one
+
+
+def test_apply_no_pngs_statistics_equal_those_of_a_run_with_pngs(image: Path, tmp_path: Path):
+    def stages(*flags: str) -> list[dict]:
+        result = cbr("apply", image, "-o", tmp_path / flags[0], "--out-channels", "3", "--json",
+                     *flags)  # fmt: skip
+        ok(result)
+        return json.loads(result.stdout)["images"][0]["stages"]
+
+    drawn, bare = stages("--save-npy"), stages("--no-pngs", "--save-npy")
+    view = ("vmin", "vmax", "clipped")
+    for with_pngs, without in zip(drawn, bare, strict=True):
+        assert with_pngs["range"] == "p99.5" and with_pngs["colormap"]
+        for a, b in zip(with_pngs["channels"], without["channels"], strict=True):
+            assert a["vmin"] < a["vmax"]
+            assert {k: v for k, v in a.items() if k not in view} == b
 
 
 def test_apply_no_pngs_alone_is_a_one_line_error(image: Path, tmp_path: Path):
