@@ -140,6 +140,42 @@ def test_percentile_matches_numpy(q: float, n: int) -> None:
     np.testing.assert_allclose(percentile(values, q), expected, rtol=1e-13, atol=0)
 
 
+def _full_partition(values: np.ndarray, q: float) -> np.ndarray:
+    """The percentile by one partition of each whole row (the path short rows take)."""
+    n = values.shape[1]
+    position = q / 100.0 * (n - 1)
+    lo = int(np.floor(position))
+    t = position - lo
+    part = np.partition(values, lo, axis=1)
+    below = part[:, lo]
+    above = part[:, lo + 1 :].min(axis=1) if lo + 1 < n else below
+    return np.where(t >= 0.5, above - (above - below) * (1 - t), below + (above - below) * t)
+
+
+TAIL_ROWS = {
+    "gaussian": lambda rng, n: rng.standard_normal(n),
+    "heavy tail": lambda rng, n: rng.standard_cauchy(n),
+    "ascending": lambda rng, n: np.arange(n, dtype=np.float64),  # the subsample sees a ramp
+    "descending": lambda rng, n: np.arange(n, 0, -1, dtype=np.float64),
+    "constant": lambda rng, n: np.full(n, 3.0),
+    "few levels": lambda rng, n: rng.integers(0, 4, n).astype(np.float64),  # ties everywhere
+    "relu": lambda rng, n: np.maximum(rng.standard_normal(n), 0.0),  # half zeros
+    # The subsample (every 16th value) sees only zeros; the tail sits between its picks.
+    "hidden tail": lambda rng, n: np.where(np.arange(n) % 16 == 7, 100.0 + np.arange(n), 0.0),
+}
+
+
+@pytest.mark.parametrize("kind", TAIL_ROWS)
+@pytest.mark.parametrize("q", [87.5, 95.0, 99.0, 99.5, 99.9, 100.0])
+@pytest.mark.parametrize("n", [4096, 5000, 65536])
+def test_tail_search_finds_the_full_partitions_values(kind: str, q: float, n: int) -> None:
+    rng = np.random.default_rng(n + int(q * 10))
+    values = np.stack([TAIL_ROWS[kind](rng, n), rng.standard_normal(n) * 1e3])
+    got = percentile(values, q)
+    np.testing.assert_array_equal(got, _full_partition(values, q))  # the same ranks, exactly
+    np.testing.assert_allclose(got, np.percentile(values, q, axis=1), rtol=1e-13, atol=0)
+
+
 def test_percentile_ignores_non_finite_values() -> None:
     values = np.array([[1.0, np.nan, 3.0, np.inf, 2.0, -np.inf], [np.nan] * 6])
     p = percentile(values, 50.0)
