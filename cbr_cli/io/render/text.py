@@ -65,8 +65,9 @@ def line_height(size: int) -> int:
     return int(ascent + descent)
 
 
+@lru_cache(maxsize=4096)
 def text_width(text: str, size: int) -> int:
-    """Advance width of ``text`` in pixels."""
+    """Advance width of ``text`` in pixels (cached: the same labels recur on every image)."""
     return int(np.ceil(font(size).getlength(printable(text))))
 
 
