@@ -135,9 +135,8 @@ def _write_image(
     modes = resolve_normalize(options.normalize, len(maps), names)
     # A display range is a picture's: --no-pngs draws none, so none is taken (its
     # percentiles were a quarter of a feature-only run's time per image).
-    drawn = options.pngs or options.report
     ranges: list[list[DisplayRange] | None] = [None] * len(maps)
-    if drawn:
+    if options.pngs or options.report:
         extents = [_extents(s) for s in stats]
         ranges = list(display_ranges(maps, modes, signed, rule, extents=extents))
     timings["render"] += time.perf_counter() - start
