@@ -57,9 +57,8 @@ class StageRecord:
         """Without ``ranges`` (``--no-pngs``: nothing drawn) the stage has no colours:
         no ``colormap``, ``normalize``, ``range`` and ``note``, no channel ``vmin``,
         ``vmax`` and ``clipped``."""
-        channels = [{**s.to_dict(), "label": label} for s, label in zip(
-            self.stats, self.labels, strict=True
-        )]  # fmt: skip
+        pairs = zip(self.stats, self.labels, strict=True)
+        channels = [{**s.to_dict(), "label": label} for s, label in pairs]
         view: dict[str, Any] = {}
         if self.ranges:
             clipped = self.clipped or [False] * len(self.stats)

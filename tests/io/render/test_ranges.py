@@ -176,6 +176,25 @@ def test_tail_search_finds_the_full_partitions_values(kind: str, q: float, n: in
     np.testing.assert_allclose(got, np.percentile(values, q, axis=1), rtol=1e-13, atol=0)
 
 
+def test_tail_search_partitions_a_small_share_of_a_long_row(monkeypatch) -> None:
+    import cbr_cli.io.render.ranges as ranges
+
+    sizes: list[int] = []
+    real = np.partition
+
+    def counted(a, kth, axis=-1):
+        sizes.append(np.asarray(a).size)
+        return real(a, kth, axis=axis)
+
+    values = np.random.default_rng(3).standard_normal((4, 65536))
+    expected = _full_partition(values, 99.5)
+    monkeypatch.setattr(ranges.np, "partition", counted)
+    np.testing.assert_array_equal(percentile(values, 99.5), expected)
+    # The subsample (a sixteenth) once, then per row about twice the 0.5% asked for.
+    assert sizes[0] == values.size // 16
+    assert len(sizes) == 5 and max(sizes[1:]) < 0.03 * 65536, sizes
+
+
 def test_percentile_ignores_non_finite_values() -> None:
     values = np.array([[1.0, np.nan, 3.0, np.inf, 2.0, -np.inf], [np.nan] * 6])
     p = percentile(values, 50.0)
