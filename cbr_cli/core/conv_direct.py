@@ -8,8 +8,10 @@ into the output. No im2col matrix larger than one chunk per thread ever exists. 
 vertical stride 1 and enough input channels the chunks hold only the taps of one kernel
 row over a band of input rows (``kH`` times fewer copies, zero padding written into the
 band); otherwise the input is padded whole and each chunk holds every tap. Depthwise
-convolutions (one input channel per group) take the full-im2col path: their GEMM is a
-GEMV, with its own chunk budget. Chunks run on :func:`cbr_cli.core.threads.run_tasks`.
+convolutions (one input channel per group) with stride 1 add up their taps directly, one
+multiply-add of a contiguous run per tap; strided ones take the full-im2col path (their
+GEMM is a GEMV, with its own chunk budget). Chunks run on
+:func:`cbr_cli.core.threads.run_tasks`.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ IM2COL_CHUNK_BYTES = 1536 * 1024
 # 512 KiB, 10 ms at 256 KiB or 1 MiB.  The tap-by-tap multiply-accumulate this replaced
 # was 1.2-2x slower at one output per group and 2-4x slower with channel multipliers.
 DEPTHWISE_CHUNK_BYTES = 512 * 1024
+# Values of one depthwise-taps task's accumulator (channels x rows x padded width); its
+# padded band and product are as large, so about 3 x 256 KiB of float32 per thread.
+DEPTHWISE_TAP_VALUES = 1 << 16
 # Bytes of one row-tap chunk (band of taps, output slice, partial sum), per thread.
 # Measured against IM2COL_CHUNK_BYTES (C -> C channels, "same"): 64 ch 3x3 at 256^2
 # (deep) 768 KiB 55 ms (one row per chunk), 1.5 MiB 40.7, 2 MiB 38-40, 3 MiB 38-41,
@@ -151,6 +156,9 @@ def chunk_values(
 ) -> int:
     """Output values per chunk of :func:`conv2d_direct` (what an epilogue gets at once)."""
     ho, wo = geo.out_hw
+    if depthwise_taps(c_in_g, geo):
+        channels, rows = depthwise_chunk(n_batch * groups, geo)
+        return (channels if c_out_g == 1 else 1) * rows * wo
     chunk = row_tap_chunk(n_batch, groups, c_in_g, c_out_g, kernel, geo, itemsize)
     if chunk is None:
         k = c_in_g * kernel[0] * kernel[1]
@@ -180,10 +188,17 @@ def conv2d_direct(
       that band from row ``i * dilation`` on, so ``kH`` GEMMs of depth ``C_in/groups * kW``
       add up to the output.  That copies about ``kH`` times less than a full im2col, and
       zero padding is written into the band directly instead of padding the whole input.
-    * **full im2col** otherwise (strided rows, depthwise, few channels): one GEMM of
-      depth ``C_in/groups * kH * kW`` per chunk, on the input padded by :func:`pad_input`.
+    * **depthwise taps** (one input channel per group, stride 1): per block of channels
+      and band of rows, each tap one multiply-add of contiguous values
+      (:func:`depthwise_chunk`).
+    * **full im2col** otherwise (strided rows, few channels): one GEMM of depth
+      ``C_in/groups * kH * kW`` per chunk, on the input padded by :func:`pad_input`.
     """
     c_out, c_in_g = weight.shape[:2]
+    if depthwise_taps(c_in_g, geo):
+        xp, g = (x, geo) if padding_mode == "zeros" else (pad_input(x, geo, padding_mode), None)
+        _depthwise(xp, weight, g or without_padding(geo), groups, out, epilogue)
+        return
     chunk = row_tap_chunk(
         x.shape[0], groups, c_in_g, c_out // groups, weight.shape[2:], geo, x.dtype.itemsize
     )
@@ -284,6 +299,130 @@ def _row_taps(
         )
 
     run_tasks(tasks, run, scratch)
+
+
+def depthwise_taps(c_in_g: int, geo: ConvGeometry) -> bool:
+    """Does :func:`conv2d_direct` take the depthwise-taps path (one input channel per
+    group, stride 1 both ways)?"""
+    return c_in_g == 1 and geo.h.stride == 1 and geo.w.stride == 1
+
+
+def depthwise_chunk(n_channels: int, geo: ConvGeometry) -> tuple[int, int]:
+    """(channels, output rows) per task of the depthwise-taps path.
+
+    A task holds ``channels`` padded input bands of ``rows + (kH - 1) * dilation`` rows
+    and two ``rows``-row accumulators, all ``W + left + right`` wide. A channel larger
+    than ``DEPTHWISE_TAP_VALUES`` is cut into bands of equal height; smaller ones are
+    taken whole, as many per task as fit, but no more than leave every thread a task.
+    """
+    ho, wp = geo.out_hw[0], geo.w.padded
+    threads = thread_count()
+    if ho * wp > DEPTHWISE_TAP_VALUES or n_channels < threads:
+        bands = max(-(-ho * wp // DEPTHWISE_TAP_VALUES), -(-threads // n_channels))
+        return 1, -(-ho // min(ho, bands))
+    fit = max(1, DEPTHWISE_TAP_VALUES // (ho * wp))
+    return min(fit, -(-n_channels // threads)), ho
+
+
+def _depthwise(
+    x: np.ndarray,
+    weight: np.ndarray,
+    geo: ConvGeometry,
+    groups: int,
+    out: np.ndarray,
+    epilogue: ChunkEpilogue | None = None,
+) -> None:
+    """The depthwise-taps path of :func:`conv2d_direct` (``C_in/groups == 1``, stride 1).
+
+    In a zero-padded band of input rows laid out flat, ``W_p`` values per row, output
+    ``(y, x)`` sits at ``y * W_p + x`` and tap ``(i, j)`` reads ``i * dh * W_p + j * dw``
+    values further on: every tap is one multiply and one add of a contiguous run,
+    computed for the ``W_p - W_out`` padding columns too, which are dropped when the band
+    is copied out.  ``kH * kW`` in-cache passes against im2col's ``kH * kW`` copies
+    plus a GEMV: 64 depthwise 3x3 at 256^2, 2 threads, about 2x faster.  With a channel
+    multiplier (``C_out/groups > 1``) each band serves its ``C_out/groups`` outputs.
+    """
+    n_batch, _, height, width = x.shape
+    c_out, _, kh, kw = weight.shape
+    mult = c_out // groups
+    ho, wo = geo.out_hw
+    wp = geo.w.padded
+    dh, dw = geo.h.dilation, geo.w.dilation
+    top, left = geo.h.pad_before, geo.w.pad_before
+    reach = (kh - 1) * dh
+    block, rows = depthwise_chunk(n_batch * groups, geo)
+    offsets = [i * dh * wp + j * dw for i in range(kh) for j in range(kw)]
+    # taps[o, t] as a column: weight of tap t for output channel o, broadcast over a run
+    taps = np.ascontiguousarray(weight.reshape(c_out, kh * kw).T)[:, :, None]
+    tasks = [
+        (n, g0, r0)
+        for n in range(n_batch)
+        for g0 in range(0, groups, block)
+        for r0 in range(0, ho, rows)
+    ]
+
+    def run(task: tuple[int, int, int], scratch: _DepthwiseScratch) -> None:
+        n, g0, r0 = task
+        g1 = min(g0 + block, groups)
+        b, r = g1 - g0, min(rows, ho - r0)
+        band = r + reach
+        span = r * wp - (kw - 1) * dw  # the last row's columns past W_out are not needed
+        padded = scratch.band[: b * band * wp].reshape(b, band, wp)
+        if scratch.width != (band, b):  # columns in the left/right padding: zero once
+            scratch.width = (band, b)
+            padded[:, :, :left] = 0
+            padded[:, :, left + width :] = 0
+        y0 = r0 - top  # input row of band row 0
+        lo = min(max(y0, 0), y0 + band)  # input rows [lo, hi) are inside the image
+        hi = max(min(y0 + band, height), lo)
+        padded[:, : lo - y0] = 0
+        padded[:, hi - y0 :] = 0
+        padded[:, lo - y0 : hi - y0, left : left + width] = x[n, g0:g1, lo:hi]
+        flat = padded.reshape(b, band * wp)
+        acc = scratch.acc[: b * r * wp].reshape(b, r * wp)
+        tmp = scratch.tmp[: b * span].reshape(b, span)
+        for k in range(mult):
+            channels = slice(g0 * mult + k, g1 * mult + k, mult)
+            weights = taps[:, channels]
+            np.multiply(flat[:, offsets[0] : offsets[0] + span], weights[0], out=acc[:, :span])
+            for t in range(1, kh * kw):
+                np.multiply(flat[:, offsets[t] : offsets[t] + span], weights[t], out=tmp)
+                acc[:, :span] += tmp
+            target = out[n, channels, r0 : r0 + r]
+            target[...] = acc.reshape(b, r, wp)[:, :, :wo]
+            if epilogue is None:
+                continue
+            if mult == 1:
+                view = out[n, g0:g1].reshape(b, ho * wo)[:, r0 * wo : (r0 + r) * wo]
+                epilogue(n, g0, r0 * wo, view, scratch.epilogue)
+            else:  # the channels of one k are not adjacent in the output
+                for g in range(g0, g1):
+                    o = g * mult + k
+                    view = out[n, o : o + 1].reshape(1, ho * wo)[:, r0 * wo : (r0 + r) * wo]
+                    epilogue(n, o, r0 * wo, view, scratch.epilogue)
+
+    def scratch() -> _DepthwiseScratch:
+        return _DepthwiseScratch(
+            np.empty(block * (rows + reach) * wp, dtype=x.dtype),
+            np.empty(block * rows * wp, dtype=x.dtype),
+            np.empty(block * rows * wp, dtype=x.dtype),
+            None if epilogue is None else epilogue.scratch(),
+        )
+
+    run_tasks(tasks, run, scratch)
+
+
+@dataclass
+class _DepthwiseScratch:
+    """One thread's buffers for :func:`_depthwise`: padded input bands, the accumulator,
+    a product, the epilogue's scratch, and the (band rows, channels) layout whose
+    padding columns are zeroed."""
+
+    band: np.ndarray
+    acc: np.ndarray
+    tmp: np.ndarray
+    epilogue: Any = None
+    width: tuple[int, int] | None = None
 
 
 @dataclass

@@ -231,24 +231,26 @@ def test_conv2d_matches_reference(case: ConvCase) -> None:
     check_against_reference(case)
 
 
-# Tunables of the engines; at 1 byte every im2col chunk, row-tap chunk, depthwise
-# chunk and FFT (overlap-save) tile is a single output row, and part-rows are a single
-# column (MIN_CHUNK_COLUMNS 1), so every chunking branch of the engines runs on the
-# tiny images hypothesis draws.
+# Tunables of the engines; at 1 byte (value) every im2col chunk, row-tap chunk,
+# depthwise chunk, depthwise-taps band and FFT (overlap-save) tile is a single output
+# row, and part-rows are a single column (MIN_CHUNK_COLUMNS 1), so every chunking branch
+# of the engines runs on the tiny images hypothesis draws.
 SMALLEST_CHUNKS = {
     "IM2COL_CHUNK_BYTES": 1,
     "ROW_TAP_CHUNK_BYTES": 1,
     "DEPTHWISE_CHUNK_BYTES": 1,
+    "DEPTHWISE_TAP_VALUES": 1,
     "FFT_MEMORY_BYTES": 1,
     "MIN_CHUNK_COLUMNS": 1,
 }
-# The direct engine's two paths (see conv2d_direct): "row taps" forces them on every
-# case with vertical stride 1 and several input channels per group, whatever the chunk
-# budget; "full im2col" never takes them.  The defaults pick by GEMM depth, which the
-# tiny cases drawn here never reach.
+# The direct engine's paths (see conv2d_direct): "row taps" forces them on every case
+# with vertical stride 1 and several input channels per group, whatever the chunk
+# budget; "full im2col" never takes them, nor the depthwise taps (one input channel per
+# group, stride 1: taken by default).  The defaults pick row taps by GEMM depth, which
+# the tiny cases drawn here never reach.
 DIRECT_PATHS = {
     "row taps": {"ROW_TAP_MIN_K": 1, "ROW_TAP_MIN_ROWS": 0, "ROW_TAP_MIN_COLUMNS": 0},
-    "full im2col": {"ROW_TAP_MIN_K": 10**9},
+    "full im2col": {"ROW_TAP_MIN_K": 10**9, "depthwise_taps": lambda c_in_g, geo: False},
 }
 
 
@@ -302,6 +304,29 @@ def test_row_tap_chunks(c_in_g, kernel, stride_h, size, batch, expected) -> None
     try:
         geo = conv2d_geometry(size, kernel, (stride_h, 1), "same" if stride_h == 1 else 1)
         chunk = conv_direct.row_tap_chunk(batch, 1, c_in_g, c_in_g, kernel, geo)
+    finally:
+        threads.set_threads(None)
+    assert chunk == expected
+
+
+@pytest.mark.parametrize(
+    ("channels", "size", "kernel", "expected"),
+    [
+        (64, (256, 256), (3, 3), (1, 128)),  # 256 * 258 values > 64 Ki: two equal bands
+        (16, (1024, 1024), (3, 3), (1, 61)),  # 1024 * 1026 / 64 Ki: 17 bands
+        (1, (64, 64), (3, 3), (1, 32)),  # one small channel: a band per thread
+        (256, (32, 32), (3, 3), (60, 32)),  # whole channels, 64 Ki // (32 * 34) of them
+        (6, (32, 32), (3, 3), (3, 32)),  # no more than leave each thread a task
+        (3, (40, 40), (1, 1), (2, 40)),
+    ],
+)
+def test_depthwise_chunks(channels, size, kernel, expected) -> None:
+    """Depthwise taps: bands of equal height below 64 Ki values of padded rows, else
+    whole channels, as many as fit, a task per thread at least."""
+    threads.set_threads(2)
+    try:
+        geo = conv2d_geometry(size, kernel, 1, "same")
+        chunk = conv_direct.depthwise_chunk(channels, geo)
     finally:
         threads.set_threads(None)
     assert chunk == expected
