@@ -112,6 +112,30 @@ def test_resume_sees_a_changed_config_and_a_changed_input(tmp_path: Path) -> Non
     assert "processed │     1" in again.stdout and "skipped   │     1" in again.stdout
 
 
+@pytest.mark.parametrize("lost", ["marker", "grid", "npy"])
+def test_what_a_power_loss_can_leave_is_redone(tmp_path: Path, lost: str) -> None:
+    """Markers are not fsync-ed, like the files they stand for: after a power loss either
+    may be empty. An empty marker is not valid JSON, an empty file fails the check of the
+    marker's files; either way that image (only) is redone, with its files rewritten."""
+    for i in range(2):
+        noise(tmp_path / "in" / f"i{i}.png", seed=i, size=(12, 14))
+    args = ["batch", tmp_path / "in", "-o", tmp_path / "out", "-j", "1", "--save-npy"]
+    ok(cbr(*args))
+    folder = tmp_path / "out" / "i0"
+    before = tree(folder)
+    victim = {
+        "marker": folder / MARKER,
+        "grid": next(folder.glob("*_act_grid.png")),
+        "npy": next(folder.glob("*_act.npy")),
+    }[lost]
+    victim.write_bytes(b"")
+    result = cbr(*args)
+    ok(result)
+    assert "processed │     1" in result.stdout and "skipped   │     1" in result.stdout
+    assert ("not valid JSON" in result.stderr) == (lost == "marker")
+    assert tree(folder) == before
+
+
 def test_a_marker_of_format_1_is_redone_quietly_and_its_files_cleaned(tmp_path: Path) -> None:
     noise(tmp_path / "in" / "x.png", seed=5, size=(12, 14))
     out = tmp_path / "out"
