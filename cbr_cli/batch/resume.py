@@ -5,7 +5,8 @@ last (atomically) after every other file of the image, and the marker's fingerpr
 equals the current one. Like the files it stands for, the marker is not fsync-ed (that
 was 2 ms of a 24 ms feature-only image, and a durable marker would vouch for files that
 are not): after a power loss, a marker that is empty or cut short is not valid JSON
-and a file it lists that is empty fails :func:`finished`, so the image is redone. The fingerprint is a SHA-256 over
+and a file it lists that is empty fails :func:`finished`, so the image is redone.
+The fingerprint is a SHA-256 over
 
 * the cbr version;
 * the resolved pipeline (``PipelineSpec.to_plain()``) and the SHA-256 of every

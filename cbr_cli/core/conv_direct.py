@@ -43,8 +43,12 @@ IM2COL_CHUNK_BYTES = 1536 * 1024
 # was 1.2-2x slower at one output per group and 2-4x slower with channel multipliers.
 DEPTHWISE_CHUNK_BYTES = 512 * 1024
 # Values of one depthwise-taps task's accumulator (channels x rows x padded width); its
-# padded band and product are as large, so about 3 x 256 KiB of float32 per thread.
-DEPTHWISE_TAP_VALUES = 1 << 16
+# padded band and product are as large. Fewer, larger tasks win although they leave L2
+# (each tap's two calls hold the GIL; two threads contend for it): conv + BN + ReLU,
+# 2 threads, 64 x 256^2 3x3: 2^16 values (two bands per channel) 31 ms, 2^17 23,
+# 2^18 14.4, 2^19 13.6, 2^20 17.7 (im2col + GEMV 24); 16 x 1024^2: 77 / 51 / 49 / 58
+# (im2col 88); 256 x 32^2: 4-4.5 ms from 2^16 up (im2col 9-10).
+DEPTHWISE_TAP_VALUES = 1 << 19
 # Bytes of one row-tap chunk (band of taps, output slice, partial sum), per thread.
 # Measured against IM2COL_CHUNK_BYTES (C -> C channels, "same"): 64 ch 3x3 at 256^2
 # (deep) 768 KiB 55 ms (one row per chunk), 1.5 MiB 40.7, 2 MiB 38-40, 3 MiB 38-41,

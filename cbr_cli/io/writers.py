@@ -233,9 +233,7 @@ def to_jsonable(obj: object) -> object:
     raise TypeError(f"cannot write {type(obj).__name__} to JSON: {obj!r}")
 
 
-def write_json(
-    path: PathLike, obj: object, *, compact: bool = False, durable: bool = True
-) -> None:
+def write_json(path: PathLike, obj: object, *, compact: bool = False, durable: bool = True) -> None:
     """Write ``obj`` as JSON at ``path``: UTF-8, sorted keys, indent 2, trailing newline.
 
     NaN and infinities are written as ``null`` (see :func:`to_jsonable`). ``compact``:

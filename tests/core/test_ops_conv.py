@@ -312,16 +312,16 @@ def test_row_tap_chunks(c_in_g, kernel, stride_h, size, batch, expected) -> None
 @pytest.mark.parametrize(
     ("channels", "size", "kernel", "expected"),
     [
-        (64, (256, 256), (3, 3), (1, 128)),  # 256 * 258 values > 64 Ki: two equal bands
-        (16, (1024, 1024), (3, 3), (1, 61)),  # 1024 * 1026 / 64 Ki: 17 bands
+        (64, (256, 256), (3, 3), (7, 256)),  # whole channels, 512 Ki // (256 * 258)
+        (16, (1024, 1024), (3, 3), (1, 342)),  # 1024 * 1026 / 512 Ki: three bands
+        (1, (2048, 2048), (3, 3), (1, 228)),  # 2048 * 2050 / 512 Ki: 9 bands
         (1, (64, 64), (3, 3), (1, 32)),  # one small channel: a band per thread
-        (256, (32, 32), (3, 3), (60, 32)),  # whole channels, 64 Ki // (32 * 34) of them
-        (6, (32, 32), (3, 3), (3, 32)),  # no more than leave each thread a task
+        (256, (32, 32), (3, 3), (128, 32)),  # no more than leave each thread a task
         (3, (40, 40), (1, 1), (2, 40)),
     ],
 )
 def test_depthwise_chunks(channels, size, kernel, expected) -> None:
-    """Depthwise taps: bands of equal height below 64 Ki values of padded rows, else
+    """Depthwise taps: bands of equal height below 512 Ki values of padded rows, else
     whole channels, as many as fit, a task per thread at least."""
     threads.set_threads(2)
     try:
