@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import math
 
-from cbr_cli.core.conv_direct import _chunk_shape, row_tap_chunk
+from cbr_cli.core.conv_direct import (
+    _chunk_shape,
+    depthwise_chunk,
+    depthwise_taps,
+    row_tap_chunk,
+)
 from cbr_cli.core.conv_fft import fft_plan
 from cbr_cli.core.shapes import ConvGeometry, crop_zero_taps
 from cbr_cli.core.threads import thread_count
@@ -146,6 +151,11 @@ def scratch_bytes(
         tile = c_in * (full + half) + c_out_g * (2 * half + full)
         return padded + dilated + spectra + tile
     threads = thread_count()
+    if depthwise_taps(c_in_g, geo):  # per thread: padded bands, accumulator, product
+        block, rows = depthwise_chunk(n_batch * groups, geo)
+        band = block * (rows + (kh - 1) * geo.h.dilation) * geo.w.padded
+        padded = 0 if padding_mode == "zeros" else padded
+        return padded + threads * (band + 2 * block * rows * geo.w.padded) * itemsize
     chunk = row_tap_chunk(n_batch, groups, c_in_g, c_out_g, kernel, geo, itemsize)
     if chunk is None:
         ho, wo = geo.out_hw

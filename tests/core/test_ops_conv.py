@@ -539,3 +539,29 @@ def test_fft_cost_counts_the_tiles_the_engine_makes_for_float64() -> None:
     # part grows with the tile count (the tiles are shorter, hence cheaper, but more).
     assert double > single > _FFT_FIXED
     assert tiles8 / tiles4 > 3
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect"])
+@pytest.mark.parametrize(("channels", "mult", "size"), [(16, 1, (300, 310)), (2, 3, (900, 800))])
+def test_depthwise_scratch_is_what_the_model_counts(mode: str, channels, mult, size) -> None:
+    """The memory check's scratch_bytes counts the depthwise-taps path's allocations beyond
+    its output (bands, accumulators; the padded input for a padding mode other than zeros)
+    to within 5% (what it leaves out is small: the reordered taps, the engine's own
+    bookkeeping), and is not more than 1.5x of them."""
+    from cbr_cli.core.conv_cost import scratch_bytes
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, channels, *size)).astype(np.float32)
+    w = rng.standard_normal((channels * mult, 1, 3, 3)).astype(np.float32)
+    output = x.nbytes * mult
+    geo = conv2d_geometry(size, (3, 3), 1, 1, 1, mode)
+    counted = scratch_bytes(1, channels, channels * mult, channels, (3, 3), geo, mode)
+    threads.set_threads(2)
+    tracemalloc.start()
+    try:
+        conv2d(x, w, None, 1, 1, 1, channels, mode, method="direct")
+        peak = tracemalloc.get_traced_memory()[1] - output
+    finally:
+        tracemalloc.stop()
+        threads.set_threads(None)
+    assert 0.95 * peak <= counted <= 1.5 * peak, (peak, counted)
