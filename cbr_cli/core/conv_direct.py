@@ -200,8 +200,9 @@ def conv2d_direct(
     """
     c_out, c_in_g = weight.shape[:2]
     if depthwise_taps(c_in_g, geo):
-        xp, g = (x, geo) if padding_mode == "zeros" else (pad_input(x, geo, padding_mode), None)
-        _depthwise(xp, weight, g or without_padding(geo), groups, out, epilogue)
+        if padding_mode != "zeros":  # zero padding is written into each band instead
+            x, geo = pad_input(x, geo, padding_mode), without_padding(geo)
+        _depthwise(x, weight, geo, groups, out, epilogue)
         return
     chunk = row_tap_chunk(
         x.shape[0], groups, c_in_g, c_out // groups, weight.shape[2:], geo, x.dtype.itemsize
@@ -372,8 +373,8 @@ def _depthwise(
         band = r + reach
         span = r * wp - (kw - 1) * dw  # the last row's columns past W_out are not needed
         padded = scratch.band[: b * band * wp].reshape(b, band, wp)
-        if scratch.width != (band, b):  # columns in the left/right padding: zero once
-            scratch.width = (band, b)
+        if scratch.layout != (band, b):  # columns in the left/right padding: zero once
+            scratch.layout = (band, b)
             padded[:, :, :left] = 0
             padded[:, :, left + width :] = 0
         y0 = r0 - top  # input row of band row 0
@@ -426,7 +427,7 @@ class _DepthwiseScratch:
     acc: np.ndarray
     tmp: np.ndarray
     epilogue: Any = None
-    width: tuple[int, int] | None = None
+    layout: tuple[int, int] | None = None
 
 
 @dataclass
