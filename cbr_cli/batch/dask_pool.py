@@ -88,7 +88,9 @@ class _RunPlugin(WorkerPlugin):
         from threadpoolctl import threadpool_limits
 
         from cbr_cli.core.threads import set_threads
+        from cbr_cli.run.allocator import keep_freed_memory
 
+        keep_freed_memory()
         if self.quiet and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         threads = self.threads.get(get_address_host(worker.address), 1)

@@ -141,9 +141,11 @@ def _init_worker(parent: int, threads: int, value: Any) -> None:
     from threadpoolctl import threadpool_limits
 
     from cbr_cli.core.threads import set_threads
+    from cbr_cli.run.allocator import keep_freed_memory
 
     _limits = threadpool_limits(limits=threads)
     set_threads(threads)
+    keep_freed_memory()
     _state = value
 
 
@@ -181,6 +183,9 @@ class WorkerPool(Generic[T]):
         """Start the workers now (before the caller starts threads); idempotent."""
         global _state
         if self.jobs == 1:
+            from cbr_cli.run.allocator import keep_freed_memory
+
+            keep_freed_memory()  # this process runs the tasks
             if not self._installed:
                 self._previous, _state = _state, self._value
                 self._installed = True

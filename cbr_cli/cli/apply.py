@@ -68,7 +68,6 @@ def apply(
     def body() -> None:
         from cbr_cli.errors import CbrError
         from cbr_cli.run.apply import run_apply
-        from cbr_cli.run.memory import steady_allocator
         from cbr_cli.spec.flags import build_spec
 
         folders = [p for p in images if p.is_dir()]
@@ -77,8 +76,6 @@ def apply(
                 f"cannot read image '{folders[0]}': is a directory; for a folder of images "
                 f"use `cbr batch {folders[0]} -o OUT`"
             )
-        steady_allocator()  # the peak RSS stays what the memory check counts
-
         spec = build_spec(config, flags)
         options = opt.output_options(
             out, colormap, normalize, save_npy, channel_pngs, resize,

@@ -106,7 +106,9 @@ def run_apply(
     """
     from cbr_cli.io.image_folder import OutTree, unique_names
     from cbr_cli.io.outlock import out_lock
+    from cbr_cli.run.allocator import keep_freed_memory
 
+    keep_freed_memory()  # before the first image's arrays
     timings = {"load": 0.0, "compute": 0.0, "stats": 0.0, "render": 0.0, "write": 0.0}
     if options.report:
         warm_report_imports()

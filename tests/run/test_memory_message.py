@@ -40,6 +40,13 @@ def test_the_message_gives_the_estimate_and_a_resize_that_fits() -> None:
     assert apply_peak(stack(3, height, width)).total <= available  # the suggestion fits
 
 
+def test_when_only_fewer_channels_can_help_the_message_says_just_that() -> None:
+    # Less available than the fixed part (weights, late imports): no size would fit.
+    s = stack(3, 64, 64)
+    message = too_big(s, 1, apply_peak(s), 2**20, channel_pngs=False).message
+    assert message.endswith("): to fit, use fewer channels")
+
+
 def test_no_channel_pngs_is_offered_only_when_it_fits() -> None:
     # Large maps, few channels: the per-channel PNG encoders' buffers are what tip it.
     s = stack(1, 1500, 1500, out_channels=8)
@@ -70,7 +77,7 @@ def test_the_estimate_counts_every_stage_and_the_encoders() -> None:
 def test_apply_refuses_with_one_line_before_writing(tmp_path: Path, monkeypatch) -> None:
     image = tmp_path / "img.png"
     Image.fromarray(np.zeros((300, 200), np.uint8)).save(image)
-    monkeypatch.setattr(run_memory, "available_memory", lambda: 30 * 2**20)
+    monkeypatch.setattr(run_memory, "available_memory", lambda: 48 * 2**20)
     result = runner.invoke(
         app, ["apply", str(image), "-o", str(tmp_path / "out"), "--out-channels", "64"]
     )
