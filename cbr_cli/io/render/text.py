@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from PIL import ImageFont
+    from PIL import Image, ImageFont
 
 __all__ = [
     "INK",
@@ -90,20 +90,46 @@ def fit_text(text: str, width: int, size: int) -> str:
     return text[:lo] + ELLIPSIS if lo > 0 else ""
 
 
+@lru_cache(maxsize=4096)
+def _ink(text: str, size: int) -> tuple[Image.Image, int, int] | None:
+    """The coverage (0-255) of one line of ``text`` as Pillow draws it with its top-left
+    at ``(0, 0)``: an ``L`` image cropped to the ink and the ink's ``(x, y)`` offset from
+    that corner; None for no ink. Cached: labels recur on every image and stage."""
+    from PIL import Image, ImageDraw
+
+    face = font(size)
+    left, top, right, bottom = ImageDraw.Draw(Image.new("L", (1, 1))).textbbox(
+        (0, 0), text, font=face
+    )
+    pad = 2  # textbbox holds all the ink (tested against Pillow); a margin for safety
+    ox, oy = pad - min(left, 0), pad - min(top, 0)
+    canvas = Image.new("L", (ox + max(right, 0) + pad, oy + max(bottom, 0) + pad), 0)
+    ImageDraw.Draw(canvas).text((ox, oy), text, font=face, fill=255)
+    box = canvas.getbbox()
+    if box is None:
+        return None
+    return canvas.crop(box), box[0] - ox, box[1] - oy
+
+
 def draw_texts(image: np.ndarray, items: Iterable[TextItem]) -> None:
     """Draw lines of text into ``image`` of shape (H, W, 3), uint8, in place.
 
-    Ink outside the image is clipped. One Pillow round trip for all ``items``.
+    Ink outside the image is clipped. One Pillow round trip for all ``items``; each
+    line's coverage is rendered once per text and size (:func:`_ink`) and blended in
+    with its colour (``Image.paste`` of the colour through it: the same blend, and so
+    the same pixels, as ``ImageDraw.text``).
     """
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
     items = list(items)
     if not items:
         return
     canvas = Image.fromarray(image)
-    draw = ImageDraw.Draw(canvas)
     for text, y, x, color, size in items:
-        draw.text((x, y), printable(text), font=font(size), fill=tuple(color))
+        ink = _ink(printable(text), max(1, int(size)))
+        if ink is not None:
+            mask, dx, dy = ink
+            canvas.paste(tuple(color), (x + dx, y + dy), mask)
     image[...] = np.asarray(canvas)
 
 

@@ -15,7 +15,9 @@ from cbr_cli.io.render.montage import montage, montage_shape
 from cbr_cli.io.render.text import (
     WARN,
     draw_text,
+    draw_texts,
     fit_text,
+    font,
     line_height,
     printable,
     text_size,
@@ -59,6 +61,32 @@ def test_fit_text_cuts_with_an_ellipsis() -> None:
     assert cut.endswith("…") and text_width(cut, 12) <= 60 and long.startswith(cut[:-1])
     assert fit_text("ok", 60, 12) == "ok"
     assert fit_text(long, 1, 12) == ""
+
+
+LINES = st.tuples(
+    st.sampled_from(["c0", "12:sobel_x", "±0.256 (data -0.207..0.352)", "Wg", "…", " ", ""]),
+    st.integers(-20, 60),  # y
+    st.integers(-40, 120),  # x: some lines cut at an edge, some overlapping
+    st.tuples(st.integers(0, 255), st.integers(0, 255), st.integers(0, 255)),
+    st.sampled_from([7, 10, 12, 16, 23]),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(lines=st.lists(LINES, max_size=6), shade=st.integers(0, 255))
+def test_drawn_text_is_pillows_text_pixel_for_pixel(lines, shade) -> None:
+    # The reference: Pillow's own ImageDraw.text, line by line, on the same picture.
+    from PIL import Image, ImageDraw
+
+    start = np.full((48, 100, 3), shade, np.uint8)
+    start[:, ::3] = 255 - shade  # a background that is not flat
+    expected = Image.fromarray(start)
+    draw = ImageDraw.Draw(expected)
+    for text, y, x, color, size in lines:
+        draw.text((x, y), printable(text), font=font(size), fill=color)
+    got = start.copy()
+    draw_texts(got, lines)
+    np.testing.assert_array_equal(got, np.asarray(expected))
 
 
 def test_text_is_clipped_at_the_edges() -> None:
