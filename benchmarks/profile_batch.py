@@ -87,6 +87,12 @@ def worker_pass(crops: str, params: str, out: str, no_pngs: bool, profile: int) 
     from threadpoolctl import threadpool_limits
 
     limits = threadpool_limits(limits=1)
+    try:  # what a worker's init does too (cbr_cli.batch.pool._init_worker)
+        from cbr_cli.run.allocator import keep_freed_memory
+
+        keep_freed_memory()
+    except ImportError:  # an earlier checkout
+        pass
     spec = build_spec(Path(params) / "block.yaml", LayerFlags())
     setup = RunSetup(spec, "rgb", ApplyOptions(save_npy=True, **pngs_off(no_pngs)))
 
