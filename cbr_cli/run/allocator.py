@@ -32,7 +32,9 @@ fixed threshold (within 7% either way, the spread between runs of either), and
 They are set once per process that runs images (``cbr apply``, every ``cbr batch`` and
 ``cbr calibrate`` worker, the calling process with ``-j 1``), and only with glibc. A
 user's own ``MALLOC_*_`` variables or ``GLIBC_TUNABLES`` take precedence: then nothing
-is changed.
+is changed. So do a Dask cluster's: its nannies start workers with
+``MALLOC_TRIM_THRESHOLD_=65536`` (``distributed.nanny.pre-spawn-environ``), so that freed
+memory goes back to the system, which the cluster's memory monitor counts on.
 """
 
 from __future__ import annotations

@@ -45,10 +45,22 @@ print(json.dumps({"kept": kept, "faults": churn()}))
 """
 
 
+def _environ(**extra: str) -> dict[str, str]:
+    """This environment without malloc settings (a Dask cluster started in this process
+    leaves ``MALLOC_TRIM_THRESHOLD_`` in it), plus ``extra``."""
+    names = (
+        "GLIBC_TUNABLES",
+        "MALLOC_MMAP_THRESHOLD_",
+        "MALLOC_TRIM_THRESHOLD_",
+        "MALLOC_TOP_PAD_",
+    )
+    return {**{k: v for k, v in os.environ.items() if k not in names}, **extra}
+
+
 def _churn(mode: str, **env: str) -> dict[str, object]:
     out = subprocess.run(
         [sys.executable, "-c", CHURN, mode],
-        env={**os.environ, **env},
+        env=_environ(**env),
         capture_output=True,
         text=True,
         check=True,
@@ -98,6 +110,10 @@ def test_processes_that_run_images_keep_freed_memory(tmp_path, jobs, parent):
     script = tmp_path / "pool.py"
     script.write_text(POOL, encoding="utf-8")
     out = subprocess.run(
-        [sys.executable, str(script), str(jobs)], capture_output=True, text=True, check=True
+        [sys.executable, str(script), str(jobs)],
+        env=_environ(),
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert json.loads(out.stdout) == {"parent": parent, "workers": ["True"]}
