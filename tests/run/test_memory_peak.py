@@ -11,6 +11,7 @@ dominate (100-600 MB), not the interpreter.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -83,8 +84,11 @@ def measured_peak(tmp_path: Path, case) -> tuple[int, int]:
         Image.fromarray(pixels[..., 0] if channels == 1 else pixels).save(paths[-1])
     args = [str(tmp_path / a) if a.endswith(".yaml") else a for a in args]
     command = [sys.executable, "-c", WRAPPER, "apply", *map(str, paths), "-o", "out", *args]
+    # cbr's own malloc settings (run.allocator), not those a Dask cluster started by an
+    # earlier test left in this process's environment (MALLOC_TRIM_THRESHOLD_).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_TUNABLES"))}
     done = subprocess.run(
-        command, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False
     )
     assert done.returncode == 0, done.stderr
     report = done.stderr.strip().splitlines()[-1].split()
