@@ -7,10 +7,10 @@ serves blocks above its ``mmap`` threshold (128 KiB, raised dynamically) with a 
 ``mmap`` and unmaps them on ``free``, and gives the top of a heap back to the kernel once
 128 KiB of it is free; every reuse then faults each 4 KiB page in again, zeroed by the
 kernel. Measured on the 2-core VM (``cbr apply`` of a 1024² RGB image through one
-16-channel block, ``--no-report``): 200 000 page faults and 0.5-1.0 s of system time,
-end to end 0.96-1.27 s; with the settings below 21 000-27 000 faults, 0.13-0.16 s of
-system time, 0.68-0.71 s end to end (3 of 4 interleaved rounds; one was 1.01 s). In a
-``cbr batch`` worker (288² crops) it is 3 900 faults, 15 MB, per image.
+16-channel block, ``--no-report``, 5 rounds interleaved with the previous commit): 197 000
+page faults, 0.5-1.2 s of system time, 1.13 s end to end (median; 1.07-1.76) before;
+17 700 faults, 0.13-0.39 s, 0.80 s (0.78-1.10) with the settings below. A ``cbr batch``
+worker (288² crops) took 3 900 faults, 15 MB, per image; now next to none.
 
 The settings (``mallopt``, glibc's ``malloc.h``):
 
@@ -19,8 +19,8 @@ The settings (``mallopt``, glibc's ``malloc.h``):
 * ``M_TRIM_THRESHOLD`` 1 GiB: freed memory at the top of a heap is kept for the next
   image, not returned (the process keeps its high-water mark, which the memory check
   already counts as the peak: :mod:`cbr_cli.run.memory`);
-* ``M_TOP_PAD`` 64 MiB: a heap grows, and the encoder threads' arenas shrink, in steps
-  of 64 MiB (without it the threads' arenas still gave back and faulted in ~120 000 pages).
+* ``M_TOP_PAD`` 64 MiB: heaps grow and shrink in steps of 64 MiB (measured: with the
+  two settings above alone, 150 000 of the 200 000 faults remained).
 
 Before these, ``cbr apply`` fixed the threshold at 128 KiB, so that freed arrays left
 the process: glibc's dynamic threshold alone (no trim setting) had grown the peak RSS by
@@ -31,10 +31,11 @@ fixed threshold (within 7% either way, the spread between runs of either), and
 
 They are set once per process that runs images (``cbr apply``, every ``cbr batch`` and
 ``cbr calibrate`` worker, the calling process with ``-j 1``), and only with glibc. A
-user's own ``MALLOC_*_`` variables or ``GLIBC_TUNABLES`` take precedence: then nothing
-is changed. So do a Dask cluster's: its nannies start workers with
-``MALLOC_TRIM_THRESHOLD_=65536`` (``distributed.nanny.pre-spawn-environ``), so that freed
-memory goes back to the system, which the cluster's memory monitor counts on.
+user's own ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_TOP_PAD_`` or
+``GLIBC_TUNABLES`` take precedence: then nothing is changed. So do a Dask cluster's:
+its nannies start workers with ``MALLOC_TRIM_THRESHOLD_=65536``
+(``distributed.nanny.pre-spawn-environ``), so that freed memory goes back to the system,
+which the cluster's memory monitor counts on.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ def keep_freed_memory() -> bool:
 
                 libc = ctypes.CDLL(None)
                 if hasattr(libc, "gnu_get_libc_version"):  # glibc, not musl or macOS
-                    _done = all(libc.mallopt(k, v) == 1 for k, v in SETTINGS.items())
+                    results = [libc.mallopt(k, v) for k, v in SETTINGS.items()]
+                    _done = all(r == 1 for r in results)
             except (OSError, TypeError, AttributeError):  # no C library to load by name
                 pass
     return _done
