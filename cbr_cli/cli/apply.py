@@ -103,13 +103,13 @@ def _print_apply(result: object, json_output: bool, verbose: bool = False) -> No
         sys.stderr.write(f"warning: {warning}\n")
     if json_output:
         sys.stdout.write(json.dumps(to_jsonable(data), indent=2, allow_nan=False) + "\n")
-        console = Console(stderr=True)
+        console = Console(stderr=True, emoji=False)
         if not console.is_terminal:
             return
     else:
-        console = Console()
+        console = Console(emoji=False)
         if not console.is_terminal and "COLUMNS" not in os.environ:
-            console = Console(width=WIDE)  # piped: no terminal width to fit (COLUMNS wins)
+            console = Console(width=WIDE, emoji=False)  # piped: no width to fit (COLUMNS wins)
     width = console.width
     for image in data["images"]:
         tables = stats_tables(image, width=width) if verbose else [summary_table(image, width)]

@@ -164,7 +164,7 @@ def batch(
                 command=shlex.join(["cbr", "batch", str(in_dir)]),
             ),
         )  # fmt: skip
-        with ProgressDisplay(Console(stderr=True)) as display:
+        with ProgressDisplay(Console(stderr=True, emoji=False)) as display:
             return run_batch(in_dir, spec, options, on_progress=display)
 
     try:
@@ -212,7 +212,7 @@ def _print_batch(result: "BatchResult", in_dir: Path, out: Path) -> None:
     _print_orphans(result)
     from cbr_cli.cli.batch_tables import failures_table, summary_table
 
-    console = Console()
+    console = Console(emoji=False)
     counts = {k: result.count(k) for k in ("processed", "skipped", "failed", "not run")}
     if not counts["not run"]:
         del counts["not run"]
@@ -281,7 +281,7 @@ def calibrate(
             resize=opt.parse_size(resize),
             momentum=opt.parse_float(momentum, "--momentum", "a number in [0, 1]"),
         )
-        with ProgressDisplay(Console(stderr=True)) as display:
+        with ProgressDisplay(Console(stderr=True, emoji=False)) as display:
             return run_calibrate(in_dir, spec, options, on_progress=display)
 
     try:
@@ -297,7 +297,7 @@ def _print_calibrate(result: "CalibrateResult", in_dir: Path, out: Path) -> None
 
     from cbr_cli.cli.batch_tables import bn_stats_table, failures_table
 
-    console = Console()
+    console = Console(emoji=False)
     if result.running:
         console.print(bn_stats_table(result.running))
     if result.failures:

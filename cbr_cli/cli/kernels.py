@@ -40,7 +40,7 @@ def kernels(
                     bank.preview_ascii(k, max_size=5, decimals=2),
                 )
             )
-        console = Console()
+        console = Console(emoji=False)
         console.print(kernels_table(rows))
         if not names:
             sets = ", ".join(f"{s} ({len(bank.kernel_set(s))})" for s in bank.set_names())

@@ -350,6 +350,16 @@ def test_without_json_the_tables_go_to_stdout(tmp_path: Path) -> None:
     )
 
 
+def test_names_are_printed_as_they_are_not_as_emoji(tmp_path: Path) -> None:
+    # rich turns ":fire:" into an emoji unless told not to; a file may be called that.
+    image = gray_png(tmp_path / "hot:fire:.png", 12, 12)
+    result = cbr("apply", image, "-o", tmp_path / "out:fire:", "-k", "sobel_x", "--no-report")
+    ok(result)
+    assert "hot:fire: · statistics per stage" in result.stdout
+    assert "out:fire:" in result.stdout
+    assert "\N{FIRE}" not in result.stdout + result.stderr
+
+
 # ------------------------------------------------------------------ default demo
 
 
