@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from PIL import Image, ImageFont
+    from PIL import ImageFont
 
 __all__ = [
     "INK",
@@ -91,10 +91,10 @@ def fit_text(text: str, width: int, size: int) -> str:
 
 
 @lru_cache(maxsize=4096)
-def _ink(text: str, size: int) -> tuple[Image.Image, int, int] | None:
+def _ink(text: str, size: int) -> tuple[np.ndarray, int, int] | None:
     """The coverage (0-255) of one line of ``text`` as Pillow draws it with its top-left
-    at ``(0, 0)``: an ``L`` image cropped to the ink and the ink's ``(x, y)`` offset from
-    that corner; None for no ink. Cached: labels recur on every image and stage."""
+    at ``(0, 0)``: an (h, w, 1) uint16 array cropped to the ink and the ink's ``(x, y)``
+    offset from that corner; None for no ink. Cached: labels recur on every image."""
     from PIL import Image, ImageDraw
 
     face = font(size)
@@ -108,29 +108,37 @@ def _ink(text: str, size: int) -> tuple[Image.Image, int, int] | None:
     box = canvas.getbbox()
     if box is None:
         return None
-    return canvas.crop(box), box[0] - ox, box[1] - oy
+    mask = np.asarray(canvas.crop(box), dtype=np.uint16)[..., None]
+    return mask, box[0] - ox, box[1] - oy
 
 
 def draw_texts(image: np.ndarray, items: Iterable[TextItem]) -> None:
     """Draw lines of text into ``image`` of shape (H, W, 3), uint8, in place.
 
-    Ink outside the image is clipped. One Pillow round trip for all ``items``; each
-    line's coverage is rendered once per text and size (:func:`_ink`) and blended in
-    with its colour (``Image.paste`` of the colour through it: the same blend, and so
-    the same pixels, as ``ImageDraw.text``).
+    Ink outside the image is clipped. Each line's coverage ``m`` is rendered once per
+    text and size (:func:`_ink`) and blended in with its colour as Pillow's
+    ``ImageDraw.text`` does (``fill_mask_L`` in its ``Paste.c``): ``(pixel * (255 - m) +
+    colour * m) / 255``, rounded by ``DIV255``, so the pixels are the same; in numpy on
+    the line's own rows and columns, with no copy of the picture into Pillow and back
+    (that round trip was 3.5 of a 600x800 grid's 4.4 ms of labels).
     """
-    from PIL import Image
-
-    items = list(items)
-    if not items:
-        return
-    canvas = Image.fromarray(image)
+    height, width = image.shape[:2]
     for text, y, x, color, size in items:
         ink = _ink(printable(text), max(1, int(size)))
-        if ink is not None:
-            mask, dx, dy = ink
-            canvas.paste(tuple(color), (x + dx, y + dy), mask)
-    image[...] = np.asarray(canvas)
+        if ink is None:
+            continue
+        mask, dx, dy = ink
+        top, left = y + dy, x + dx
+        y0, x0 = max(top, 0), max(left, 0)
+        y1, x1 = min(top + mask.shape[0], height), min(left + mask.shape[1], width)
+        if y0 >= y1 or x0 >= x1:
+            continue
+        m = mask[y0 - top : y1 - top, x0 - left : x1 - left]
+        region = image[y0:y1, x0:x1]
+        # uint16 throughout: 255 * 255 + 128 and that plus its top byte fit in 16 bits.
+        blend = region * (255 - m) + m * np.asarray(color, np.uint16) + 128
+        blend += blend >> 8
+        region[...] = blend >> 8
 
 
 def draw_text(
