@@ -42,18 +42,19 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["SETTINGS", "keep_freed_memory"]
+__all__ = ["SETTINGS", "USER_SETTINGS", "keep_freed_memory"]
 
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3  # glibc's malloc.h
 SETTINGS = {M_MMAP_THRESHOLD: 32 << 20, M_TRIM_THRESHOLD: 1 << 30, M_TOP_PAD: 64 << 20}
 """``mallopt`` parameter -> value, as described in the module docstring."""
 
-_USER_SETTINGS = (
+USER_SETTINGS = (
     "GLIBC_TUNABLES",
     "MALLOC_MMAP_THRESHOLD_",
     "MALLOC_TRIM_THRESHOLD_",
     "MALLOC_TOP_PAD_",
 )
+"""Environment variables through which a user (or a Dask nanny) sets malloc's parameters."""
 _done: bool | None = None
 
 
@@ -66,7 +67,7 @@ def keep_freed_memory() -> bool:
     global _done
     if _done is None:
         _done = False
-        if not any(name in os.environ for name in _USER_SETTINGS):
+        if not any(name in os.environ for name in USER_SETTINGS):
             try:
                 import ctypes
 

@@ -16,6 +16,8 @@ import sys
 
 import pytest
 
+from cbr_cli.run.allocator import USER_SETTINGS
+
 glibc = pytest.mark.skipif(
     not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
     reason="mallopt's parameters are glibc's",
@@ -48,13 +50,7 @@ print(json.dumps({"kept": kept, "faults": churn()}))
 def _environ(**extra: str) -> dict[str, str]:
     """This environment without malloc settings (a Dask cluster started in this process
     leaves ``MALLOC_TRIM_THRESHOLD_`` in it), plus ``extra``."""
-    names = (
-        "GLIBC_TUNABLES",
-        "MALLOC_MMAP_THRESHOLD_",
-        "MALLOC_TRIM_THRESHOLD_",
-        "MALLOC_TOP_PAD_",
-    )
-    return {**{k: v for k, v in os.environ.items() if k not in names}, **extra}
+    return {**{k: v for k, v in os.environ.items() if k not in USER_SETTINGS}, **extra}
 
 
 def _churn(mode: str, **env: str) -> dict[str, object]:

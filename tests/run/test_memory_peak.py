@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cbr_cli.run.allocator import USER_SETTINGS
 from cbr_cli.run.memory import apply_peak, geometry
 from cbr_cli.spec.flags import LayerFlags, build_spec
 
@@ -86,7 +87,7 @@ def measured_peak(tmp_path: Path, case) -> tuple[int, int]:
     command = [sys.executable, "-c", WRAPPER, "apply", *map(str, paths), "-o", "out", *args]
     # cbr's own malloc settings (run.allocator), not those a Dask cluster started by an
     # earlier test left in this process's environment (MALLOC_TRIM_THRESHOLD_).
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_TUNABLES"))}
+    env = {k: v for k, v in os.environ.items() if k not in USER_SETTINGS}
     done = subprocess.run(
         command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False
     )
