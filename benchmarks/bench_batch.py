@@ -18,7 +18,11 @@ process, into a fresh output folder, so start-up and imports count):
   PNGs (plus cbr's input.png, statistics and folder reports);
 * **reference npy** -- the reference with ``--no-pngs`` (arrays only);
 * **cbr npy** -- ``cbr batch ... --no-pngs --save-npy``, when ``cbr batch --help`` lists
-  ``--no-pngs`` (else the row reads ``n/a``).
+  ``--no-pngs`` (else the row reads ``n/a``);
+* **files alone** -- ``benchmarks/io_floor.py``: cbr's output tree of that kind (from one
+  untimed run) written again from memory by 2 processes, temporary file and rename per file,
+  nothing computed: what any program writing these files pays on this machine's disk.
+  Its images/s over the reference's (*ceiling*) is the most any cbr could reach.
 
 Reported: images/s per config, median over rounds with the lowest and highest round; the
 ratio cbr/reference is the median of the per-round ratios of images/s (each pair runs back
@@ -45,6 +49,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "benchmarks" / "batch_reference.py"
+FLOOR = ROOT / "benchmarks" / "io_floor.py"
 CHANNELS = 16
 TARGETS = {"pngs": 8.0, "npy": 2.0}  # issue 12: cbr images/s over the reference's
 
@@ -109,7 +114,7 @@ def has_no_pngs() -> bool:
 class Config:
     label: str
     kind: str  # "pngs" or "npy"
-    side: str  # "reference" or "cbr"
+    side: str  # "reference", "cbr" or "floor"
     argv: list[str]
     rates: list[float] = field(default_factory=list)
 
@@ -130,15 +135,30 @@ def commands(work: Path, jobs: int, no_pngs: bool) -> list[Config]:
     return configs
 
 
+def floor_configs(configs: list[Config], work: Path, jobs: int) -> list[Config]:
+    """Per kind, a "files alone" config writing the tree one untimed cbr run leaves."""
+    floors = []
+    for config in configs:
+        if config.side != "cbr":
+            continue
+        tree = work / f"tree_{config.kind}"
+        run_once(config, work / "out")
+        shutil.rmtree(tree, ignore_errors=True)
+        (work / "out").rename(tree)
+        argv = [sys.executable, str(FLOOR), str(tree), str(work / "out"), "-j", str(jobs)]
+        floors.append(Config("  files alone (io_floor.py)", config.kind, "floor", argv))
+    return floors
+
+
 def run_once(config: Config, out: Path) -> float:
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
-    result = subprocess.run(
-        config.argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False
-    )
+    result = subprocess.run(config.argv, cwd=ROOT, capture_output=True, check=False)
     elapsed = time.perf_counter() - start
     if result.returncode != 0:
         raise SystemExit(f"failed: {' '.join(config.argv)}\n{result.stderr.decode()}")
+    if config.side == "floor":  # it times its writes itself (its input is read untimed)
+        return float(result.stdout.split()[0])
     return elapsed
 
 
@@ -175,6 +195,7 @@ def main() -> int:
         write_params(work / "params")
         configs = commands(work, args.jobs, no_pngs)
         worst = check_same_maps(configs, work / "out")
+        configs += floor_configs(configs, work, args.jobs)
         for _ in range(args.rounds):
             for config in configs:
                 config.rates.append(args.images / run_once(config, work / "out"))
@@ -191,11 +212,14 @@ def main() -> int:
             rates = config.rates
             line = f"{config.label:<36} {statistics.median(rates):8.2f} "
             line += f"{f'({min(rates):.2f}-{max(rates):.2f})':>13}"
-            if config.side == "cbr":
+            if config.side != "reference":
                 ratios = [a / b for a, b in zip(rates, pair["reference"].rates, strict=True)]
                 ratio = statistics.median(ratios)
-                verdict = "ok" if ratio >= TARGETS[kind] else "MISS"
-                line += f" {ratio:7.2f}x  >= {TARGETS[kind]:.0f}x {verdict}"
+                if config.side == "cbr":
+                    verdict = "ok" if ratio >= TARGETS[kind] else "MISS"
+                    line += f" {ratio:7.2f}x  >= {TARGETS[kind]:.0f}x {verdict}"
+                else:
+                    line += f" {ratio:7.2f}x  ceiling"
                 line += f"  (rounds {min(ratios):.2f}-{max(ratios):.2f})"
             print(line)
         if "cbr" not in pair:
@@ -203,6 +227,8 @@ def main() -> int:
     print(
         "images/s: images / wall time of the whole command (interpreter start, imports, pool"
         "\nstart-up, all files); cbr/ref: median of per-round ratios (lowest-highest round)."
+        "\nfiles alone: cbr's files written from memory, nothing computed (its write time):"
+        "\nits ratio is the ceiling this disk puts on any program writing those files."
     )
     return 0
 
