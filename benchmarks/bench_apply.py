@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bytecode_cache import cache_bytecode  # benchmarks/, the script's folder
 from PIL import Image
 
 from cbr_cli.run.apply import process_image, run_apply
@@ -78,6 +79,7 @@ def main() -> int:
         return compare(args.against, args.repeat, args.extra)
 
     with tempfile.TemporaryDirectory() as tmp:
+        cache_bytecode(tmp)  # as a user's install runs: bytecode/.pyc cached
         photo = Path(tmp) / "astronaut1024.png"
         Image.open(ROOT / "samples" / "astronaut.png").resize((1024, 1024)).save(photo)
         spec = build_spec(None, LayerFlags(out_channels=16, padding="same", bn="batch"))
@@ -124,6 +126,7 @@ def compare(base: Path, repeat: int, extra: list[str]) -> int:
     import subprocess
 
     with tempfile.TemporaryDirectory() as tmp:
+        cache_bytecode(tmp)  # as a user's install runs: bytecode/.pyc cached
         photo = Path(tmp) / "astronaut1024.png"
         Image.open(ROOT / "samples" / "astronaut.png").resize((1024, 1024)).save(photo)
         cases = {

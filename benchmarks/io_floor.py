@@ -9,9 +9,9 @@ of ``-j`` processes, file by file as cbr writes them: a temporary file created n
 destination, the bytes written, renamed into place. The bytes come from memory (``SOURCE`` is
 read in the parent before the clock starts), so what is timed, and printed, is what any
 program writing the same files pays: a process pool, creating, filling and renaming the
-files (not the interpreter's start, ~20 ms). ``benchmarks/bench_batch.py`` runs it beside cbr and the
-reference: its images/s over the reference's is the most any program writing these files
-can reach on this machine.
+files (not the interpreter's start, ~20 ms). ``benchmarks/bench_batch.py`` runs it beside
+cbr and the reference: its images/s over the reference's is the most any program writing
+these files can reach on this machine.
 """
 
 from __future__ import annotations

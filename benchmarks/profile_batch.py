@@ -42,6 +42,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_batch's crops and block
 
+from bytecode_cache import cache_bytecode
+
 ROOT = Path(__file__).resolve().parent.parent
 PHASES = ("load", "compute", "stats", "render", "encode", "marker")
 
@@ -255,6 +257,7 @@ def main() -> int:
     flag = ["--no-pngs"] if args.no_pngs else []
     rounds: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
+        cache_bytecode(tmp)  # as a user's install runs: bytecode/.pyc cached
         work = Path(tmp)
         write_crops(work / "crops", args.images, args.size)
         (work / "params").mkdir()
