@@ -10,6 +10,7 @@ import sys
 import typer
 
 from cbr_cli import __version__
+from cbr_cli.cli.process_exit import leave, output_failed
 
 app = typer.Typer(
     name="cbr",
@@ -76,6 +77,16 @@ def _only(name: str) -> typer.Typer:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point (``cbr`` and ``python -m cbr_cli``).
+
+    Ends the process itself (:func:`cbr_cli.cli.process_exit.leave`): the interpreter's
+    teardown is skipped, ~60 ms per command.
+    """
     args = sys.argv[1:]
-    (_only(args[0]) if args else app)()
+    try:
+        (_only(args[0]) if args else app)()  # standalone Click: ends in SystemExit
+    except SystemExit as exc:
+        leave(exc.code)
+    except OSError as exc:  # stdout/stderr unwritable (a full disk): one line, no traceback
+        leave(output_failed(exc))
+    leave(0)

@@ -25,7 +25,7 @@ from cbr_cli.run.memory import apply_peak, geometry
 from cbr_cli.spec.flags import LayerFlags, build_spec
 
 WRAPPER = r"""
-import re, runpy, sys
+import atexit, re, runpy, sys
 
 import cbr_cli.run.apply as apply
 
@@ -43,15 +43,14 @@ def check_memory(*args, **kwargs):
     return original(*args, **kwargs)
 
 
+def report():  # at exit: cbr ends its process itself (cli.process_exit), after atexit
+    sys.stderr.write(f"rss-at-check {checked[0]} peak-rss {status('VmHWM')}\n")
+
+
 apply.check_memory = check_memory
+atexit.register(report)
 sys.argv = ["cbr", *sys.argv[1:]]
-try:
-    runpy.run_module("cbr_cli", run_name="__main__")
-    code = 0
-except SystemExit as exc:
-    code = exc.code or 0
-sys.stderr.write(f"rss-at-check {checked[0]} peak-rss {status('VmHWM')}\n")
-sys.exit(code)
+runpy.run_module("cbr_cli", run_name="__main__")
 """
 
 TWO_LAYERS = """\
