@@ -3,8 +3,8 @@
 When a Python program ends, the interpreter joins its non-daemon threads, runs the
 ``atexit`` callbacks, flushes stdout and stderr, and then tears itself down: every
 module's namespace cleared, every object freed, in dependency order. For cbr (numpy,
-Pillow, typer, rich and cbr's own modules loaded) that last part took 50-85 ms of CPU
-per command -- longer than ``cbr --help`` itself -- and nothing of cbr's depends on it:
+Pillow, typer, rich and cbr's own modules loaded) that last part took 50-85 ms
+per command -- about what ``cbr --help`` takes in all -- and nothing of cbr's depends on it:
 files are closed (and fsync-ed where they must be) by the code that writes them,
 worker pools are shut down before a command returns. :func:`leave` does the rest, in
 the interpreter's order, and ends the process with :func:`os._exit`.
@@ -33,9 +33,15 @@ def output_failed(exc: OSError) -> int:
     exit status, 1. A reader that has gone away (``EPIPE``: ``cbr kernels | head -1``)
     is no error to report: silent, as Click is for such a pipe."""
     if exc.errno != errno.EPIPE:
-        where = "the output" if exc.filename is None else repr(exc.filename)
+        reason = exc.strerror or str(exc)
+        # No file name: a write to an open stream (stdout); else a file the code missed.
+        line = (
+            f"cannot write the output: {reason}"
+            if exc.filename is None
+            else f"{exc.filename}: {reason}"
+        )
         try:
-            sys.stderr.write(f"error: cannot write {where}: {exc.strerror or exc}\n")
+            sys.stderr.write(f"error: {line}\n")
             sys.stderr.flush()
         except (OSError, ValueError):
             pass  # stderr is gone too: the exit status says it

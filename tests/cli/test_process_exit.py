@@ -124,3 +124,13 @@ def test_a_reader_that_goes_away_is_silent() -> None:
     stderr = cbr.stderr.read().decode()
     assert cbr.wait(timeout=60) == 1  # as Click exits for a broken pipe
     assert stderr == ""
+
+
+def test_an_os_error_naming_a_file_names_it(capsys: pytest.CaptureFixture[str]) -> None:
+    from cbr_cli.cli.process_exit import output_failed
+
+    error = OSError(28, "No space left on device", "/out/x.png")
+    assert output_failed(error) == 1
+    assert capsys.readouterr().err == "error: /out/x.png: No space left on device\n"
+    assert output_failed(BrokenPipeError(32, "Broken pipe")) == 1
+    assert capsys.readouterr().err == ""
