@@ -47,6 +47,7 @@ def end_to_end(photo: Path, tmp: str, repeat: int) -> list[str]:
     cases = {
         "cbr apply --help (start-up)": [sys.executable, "-m", "cbr_cli", "apply", "--help"],
         "cbr apply (PNGs)": cli,
+        "cbr apply --no-report": [*cli, "--no-report"],
         "cbr apply --save-npy": [*cli, "--save-npy"],
     }
     times: dict[str, list[float]] = {label: [] for label in cases}
