@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from cbr_cli.io.render.colorize import colorize
+from cbr_cli.io.render.colorize import colorize, solid
 from cbr_cli.io.render.colormaps import Colormap, get_colormap
 from cbr_cli.io.render.text import INK, MUTED, TextItem, draw_texts, fit_text, line_height
 from cbr_cli.io.render.text import text_width as _text_width
@@ -88,8 +88,7 @@ def colorbar(
     lut = get_colormap(cmap).lut
     info = data_min is not None and data_max is not None
     bar_h = _bar_height(size)
-    out = np.empty((colorbar_height(size, info), width, 3), dtype=np.uint8)
-    out[:] = background
+    out = solid(colorbar_height(size, info), width, background)
     arrow = min(bar_h, max(0, (width - 2) // 4))  # room kept for the clipping triangles
     x0, x1 = arrow + 1 if arrow else 0, width - (arrow + 1 if arrow else 0)
     values = np.linspace(vmin, vmax, max(1, x1 - x0))

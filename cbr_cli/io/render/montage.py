@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cbr_cli.io.render.colorbar import BACKGROUND, Colorbar, colorbar, colorbar_height
+from cbr_cli.io.render.colorize import solid
 from cbr_cli.io.render.text import (
     INK,
     MUTED,
@@ -190,8 +191,7 @@ def montage(
         sublabels is not None,
     )
     s = lay.size
-    out = np.empty((lay.height, lay.width, 3), dtype=np.uint8)
-    out[:] = background
+    out = solid(lay.height, lay.width, background)
     items: list[TextItem] = []
     if title is not None:
         for k, line in enumerate(title.split("\n")):

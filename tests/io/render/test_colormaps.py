@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from cbr_cli.errors import CbrError
 from cbr_cli.io.render import colormaps
-from cbr_cli.io.render.colorize import colorize
+from cbr_cli.io.render.colorize import colorize, solid
 from cbr_cli.io.render.colormaps import COLORMAPS, NAN_COLOR, get_colormap
 from cbr_cli.io.render.ranges import map_ranges, value_range
 
@@ -138,3 +138,16 @@ def test_any_values_colorize_without_warnings(values: list[float], name: str) ->
         out = colorize(x[0], vmin, vmax, name)
     assert out.shape == (1, len(values), 3)
     np.testing.assert_array_equal(np.isnan(x[0, 0]), np.all(out[0] == NAN_COLOR, axis=1))
+
+
+@given(
+    st.integers(0, 40),
+    st.integers(0, 40),
+    st.tuples(st.integers(0, 255), st.integers(0, 255), st.integers(0, 255)),
+)
+def test_solid_is_every_pixel_the_colour(height: int, width: int, colour) -> None:
+    image = solid(height, width, colour)
+    assert image.shape == (height, width, 3) and image.dtype == np.uint8
+    expected = np.empty((height, width, 3), np.uint8)
+    expected[:] = colour  # numpy's broadcast: the slow way solid replaces
+    np.testing.assert_array_equal(image, expected)
