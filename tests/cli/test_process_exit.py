@@ -15,11 +15,18 @@ from pathlib import Path
 
 import pytest
 
+from cbr_cli import __version__
 from tests.helpers import REPO
+
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered, as a user's
+
+
+def _cbr_code(*args: str) -> str:
+    """Python source running ``cbr ARGS`` through the console-script entry point."""
+    return f"import sys; sys.argv = ['cbr', *{list(args)!r}]; from cbr_cli.cli import main; main()"
 
 
 def _python(code: str, **kwargs) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered, as a user's
     kwargs.setdefault("stdout", subprocess.PIPE)
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
@@ -28,7 +35,7 @@ def _python(code: str, **kwargs) -> subprocess.CompletedProcess[str]:
         check=False,
         timeout=60,
         cwd=REPO,
-        env=env,
+        env=ENV,
         **kwargs,
     )
 
@@ -84,15 +91,12 @@ def test_leave_skips_the_teardown() -> None:
 
 
 def _cbr(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:
-    return _python(
-        f"import sys; sys.argv = ['cbr', *{list(args)!r}]; from cbr_cli.cli import main; main()",
-        **kwargs,
-    )
+    return _python(_cbr_code(*args), **kwargs)
 
 
 def test_cbr_exit_statuses_and_output_are_kept() -> None:
     version = _cbr("--version")
-    assert (version.returncode, version.stdout, version.stderr) == (0, "cbr 0.1.0\n", "")
+    assert (version.returncode, version.stdout, version.stderr) == (0, f"cbr {__version__}\n", "")
     error = _cbr("apply", "/no/such/image.png")
     assert error.returncode == 2
     assert error.stdout == ""
@@ -110,14 +114,12 @@ def test_a_full_disk_for_stdout_is_one_line_not_a_traceback(args: tuple[str, ...
 
 def test_a_reader_that_goes_away_is_silent() -> None:
     # `cbr kernels | true`: the pipe is closed before cbr writes (it is still importing).
-    code = "import sys; sys.argv = ['cbr', 'kernels']; from cbr_cli.cli import main; main()"
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     cbr = subprocess.Popen(
-        [sys.executable, "-c", code],
+        [sys.executable, "-c", _cbr_code("kernels")],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=REPO,
-        env={**env, "COLUMNS": "100"},
+        env={**ENV, "COLUMNS": "100"},
     )
     assert cbr.stdout is not None and cbr.stderr is not None
     cbr.stdout.close()

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cbr_cli.io.render.colorbar import BACKGROUND, Colorbar, colorbar, colorbar_height
-from cbr_cli.io.render.colorize import solid
+from cbr_cli.io.render.colorize import fill, solid
 from cbr_cli.io.render.text import (
     INK,
     MUTED,
@@ -214,9 +214,12 @@ def montage(
         ty = cy + lay.label_band + lay.sub_band + (lay.tile_h - tile.shape[0]) // 2
         tx = cx + (lay.tile_w - tile.shape[1]) // 2
         if mark and frame:
-            out[
-                ty - frame : ty + tile.shape[0] + frame, tx - frame : tx + tile.shape[1] + frame
-            ] = WARN
+            fill(
+                out[
+                    ty - frame : ty + tile.shape[0] + frame, tx - frame : tx + tile.shape[1] + frame
+                ],
+                WARN,
+            )
         out[ty : ty + tile.shape[0], tx : tx + tile.shape[1]] = tile
     if colorbar_spec is not None:
         strip = colorbar(

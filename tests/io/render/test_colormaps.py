@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from cbr_cli.errors import CbrError
 from cbr_cli.io.render import colormaps
-from cbr_cli.io.render.colorize import colorize, solid
+from cbr_cli.io.render.colorize import colorize, fill, solid
 from cbr_cli.io.render.colormaps import COLORMAPS, NAN_COLOR, get_colormap
 from cbr_cli.io.render.ranges import map_ranges, value_range
 
@@ -150,4 +150,15 @@ def test_solid_is_every_pixel_the_colour(height: int, width: int, colour) -> Non
     assert image.shape == (height, width, 3) and image.dtype == np.uint8
     expected = np.empty((height, width, 3), np.uint8)
     expected[:] = colour  # numpy's broadcast: the slow way solid replaces
+    np.testing.assert_array_equal(image, expected)
+
+
+@given(st.integers(0, 12), st.integers(0, 12), st.integers(0, 12), st.integers(0, 12))
+def test_fill_paints_exactly_the_region_of_a_view(
+    top: int, left: int, rows: int, cols: int
+) -> None:
+    image = np.arange(20 * 24 * 3, dtype=np.uint8).reshape(20, 24, 3)
+    expected = image.copy()
+    expected[top : top + rows, left : left + cols] = (7, 8, 9)
+    fill(image[top : top + rows, left : left + cols], (7, 8, 9))
     np.testing.assert_array_equal(image, expected)
